@@ -33,14 +33,14 @@ def test_interrupted_regeneration_keeps_the_old_dataset(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ['acdc']
 
 
-def test_interrupted_phantom_root_is_regenerated(tmp_path, monkeypatch):
+def test_interrupted_phantom_data_root_is_regenerated(tmp_path, monkeypatch):
     monkeypatch.setenv('CARDIAC_NVAE_CACHE', str(tmp_path))
     sizes = dict(acdc_training=1, acdc_testing=0, mnms=1)
     _interrupt_after(0, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        ph.phantom_root(0, sizes)
+        ph.phantom_data_root(0, sizes)
     assert list(tmp_path.iterdir()) == []  # no folder, finished or temporary
     monkeypatch.undo(); monkeypatch.setenv('CARDIAC_NVAE_CACHE', str(tmp_path))
-    root = ph.phantom_root(0, sizes)
+    root = ph.phantom_data_root(0, sizes)
     assert (root / 'phantom.json').exists() and (root / 'acdc' / 'training' / 'patient001' / 'Info.cfg').exists()
     assert (root / 'mnms' / ph.MNMS_TABLE).exists()
