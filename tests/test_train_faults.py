@@ -178,3 +178,16 @@ def test_validate_and_lr_find_leave_run_files_and_weights_alone(tmp_path):
     for k, v in w.items(): assert torch.equal(v, learn.model.state_dict()[k]), k  # Resume did not reload last.pth
     learn.lr_find(num_it=8, show_plot=False)
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == files
+
+
+def test_amp_refused_on_cpu():
+    with pytest.raises(ValueError, match='CUDA'): make_learner(TinyVAE(), tiny_dls(), amp=True, device='cpu')
+
+
+def test_nan_in_a_log_only_term_does_not_stop(tmp_path):
+    seed_everything(1)
+    model = TinyVAE()
+    learn = make_learner(model, tiny_dls(), weights={'kl': 0.}, lr=1e-2, path=tmp_path, seed=1, quiet=True, device='cpu')
+    model.nan_at = 2
+    learn.fit(1)  # kl is logged (as NaN) but weighs nothing: training goes on
+    assert pd.read_csv(tmp_path / 'log.csv').train_kl.isna().all()
