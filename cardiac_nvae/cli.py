@@ -80,6 +80,13 @@ def write_record(path, record):
     tmp = Path(path).with_suffix('.json.tmp')
     tmp.write_text(json.dumps(record, indent=2, default=str)); os.replace(tmp, path)
 
+def chapter_for_run(nb):
+    "The chapter without its closing `nbdev_export()` cell: a run executes the science, it never rewrites the library."
+    import nbformat
+    node = nbformat.read(str(nb), as_version=4)
+    node.cells = [c for c in node.cells if not (c.cell_type == 'code' and 'nbdev_export()' in c.source)]
+    return node
+
 def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True):
     "Execute a chapter with papermill into a new `runs/<name>/` with a `record.json`; returns the run folder."
     import papermill as pm
@@ -93,8 +100,8 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
     write_record(out / 'record.json', record)
     t0 = time.time()
     try:
-        pm.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(out), progress_bar=progress,
-                            kernel_name='python3')
+        pm.execute_notebook(chapter_for_run(nb), str(out / nb.name), parameters=params, cwd=str(out),
+                            progress_bar=progress, kernel_name='python3')
         record['status'] = 'done'
     except BaseException as e:  # record interruptions and failures too; papermill has saved what ran
         record.update(status='failed', error=f"{type(e).__name__}: {e}"[:2000])

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['VOLUME_KEYS', 'CARRIED', 'dice_per_class', 'score_volumes', 'summarise_runs', 'welch_test', 'plot_breakdown']
 
-# %% ../nbs/02b_metrics.ipynb #829b2f39
+# %% ../nbs/02b_metrics.ipynb #5e1c6c0b
 import numpy as np
 import pandas as pd
 from scipy import stats
 from .validity import STRUCTURE_LABELS, as_masks
 
-# %% ../nbs/02b_metrics.ipynb #cc403e48
+# %% ../nbs/02b_metrics.ipynb #ca1da3d9
 def dice_per_class(pred, ref, empty_score=1.0):
     "Dice of RV, MYO and LV over one volume of label maps [n, H, W] (or one slice), and 'all', their mean."
     p, r = as_masks(pred, 'pred'), as_masks(ref, 'ref')
@@ -25,7 +25,7 @@ def dice_per_class(pred, ref, empty_score=1.0):
     out['all'] = float(np.nanmean(scores)) if not np.all(np.isnan(scores)) else np.nan
     return out
 
-# %% ../nbs/02b_metrics.ipynb #cbac19d3
+# %% ../nbs/02b_metrics.ipynb #f7ff985a
 VOLUME_KEYS = ('dataset', 'patient', 'phase')
 CARRIED = ('group', 'centre', 'vendor', 'partition')
 
@@ -52,7 +52,7 @@ def score_volumes(pred, ref, meta, keys=None, empty_score=1.0):
     out['slices'] = per_slice.groupby(keys, sort=False).size()
     return out.reset_index()
 
-# %% ../nbs/02b_metrics.ipynb #25630b22
+# %% ../nbs/02b_metrics.ipynb #877a56cd
 def summarise_runs(scores, metrics=('RV', 'MYO', 'LV', 'all'), by=(), run='seed'):
     "Mean and standard error over runs of each run's mean, per group of `by`: tidy rows (by..., metric, mean, sem, runs)."
     by, metrics = list(by), list(metrics)
@@ -68,7 +68,7 @@ def welch_test(a, b):
     res = stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False)
     return {'t': float(res.statistic), 'df': float(res.df), 'p': float(res.pvalue)}
 
-# %% ../nbs/02b_metrics.ipynb #81843620
+# %% ../nbs/02b_metrics.ipynb #0fdbc440
 def plot_breakdown(summary, by='phase', hue='model', metric='all', ylabel='DSC', ax=None, ylim=None):
     "Grouped bars of `mean` with standard-error bars from `summarise_runs` rows: one group per `by`, one bar per `hue`."
     import matplotlib.pyplot as plt

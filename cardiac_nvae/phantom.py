@@ -407,7 +407,7 @@ def make_phantom(dest, layout='acdc', n_patients=10, seed=0, n_testing=0, overwr
     return dest
 
 # %% ../nbs/01_phantom.ipynb #84b5ce3c
-PHANTOM_SIZES = dict(acdc_training=30, acdc_testing=10, mnms=20)
+PHANTOM_SIZES = dict(acdc_training=20, acdc_testing=6, mnms=10)
 
 def phantom_data_root(seed=0, sizes=None):
     "The cached phantom folder with `acdc/training`, `acdc/testing` and `mnms/`, generated on first use."
