@@ -2,7 +2,7 @@
 
 CPU always; CUDA with mixed precision off and on when a GPU is present (skipped cleanly otherwise).
 Synthetic one-hot masks (random discs): throughput does not depend on the content.
-Usage: python bench/bench_baselines.py [--steps 4] [--bs 16] [--widths thesis|quick] [--device all|cpu|cuda]
+Usage: python bench/bench_baselines.py [--steps 4] [--bs 16] [--widths thesis|quick] [--device all|cpu|cuda] [--threads 1 0]
 """
 import argparse, time, warnings
 
@@ -65,19 +65,25 @@ def main():
     ap.add_argument('--widths', choices=['thesis', 'quick'], default='thesis')
     ap.add_argument('--device', choices=['all', 'cpu', 'cuda'], default='all')
     ap.add_argument('--cuda-steps', type=int, default=50, help='timed steps on CUDA')
+    ap.add_argument('--threads', type=int, nargs='*', default=[1, 0],
+                    help='CPU thread counts to time (0: torch default); on a shared CPU more threads can be much slower')
     a = ap.parse_args()
     widths = WIDTHS if a.widths == 'thesis' else QUICK_WIDTHS
     configs = []
-    if a.device in ('all', 'cpu'): configs += [('cpu', False, a.steps)]
+    default_threads = torch.get_num_threads()
+    if a.device in ('all', 'cpu'): configs += [('cpu', False, a.steps, t or default_threads) for t in a.threads]
     if a.device in ('all', 'cuda'):
-        if torch.cuda.is_available(): configs += [('cuda', False, a.cuda_steps), ('cuda', True, a.cuda_steps)]
+        if torch.cuda.is_available(): configs += [('cuda', False, a.cuda_steps, default_threads), ('cuda', True, a.cuda_steps, default_threads)]
         else: print("CUDA not available: GPU rows skipped")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {default_threads} CPU threads by default, widths {widths}"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
-    rows = [bench_one(kind, dev, amp, a.bs, steps, widths) for dev, amp, steps in configs for kind in BASELINES]
+    rows = []
+    for dev, amp, steps, threads in configs:
+        torch.set_num_threads(threads)
+        rows += [dict(bench_one(kind, dev, amp, a.bs, steps, widths), threads=threads) for kind in BASELINES]
     df = pd.DataFrame(rows)
-    base = df[(df.device == 'cpu')].set_index('model').masks_per_s if (df.device == 'cpu').any() else None
-    if base is not None: df['x_cpu'] = (df.masks_per_s / df.model.map(base)).round(1)
+    cpu1 = df[(df.device == 'cpu')].drop_duplicates('model').set_index('model').masks_per_s if (df.device == 'cpu').any() else None
+    if cpu1 is not None: df['x_first_cpu_row'] = (df.masks_per_s / df.model.map(cpu1)).round(1)
     print(df.to_string(index=False))
 
 
