@@ -64,4 +64,10 @@ d = { 'settings': { 'branch': 'main',
                                    'cardiac_nvae.data.shared_data_root': ('data.html#shared_data_root', 'cardiac_nvae/data.py'),
                                    'cardiac_nvae.data.show_class_heatmaps': ('data.html#show_class_heatmaps', 'cardiac_nvae/data.py'),
                                    'cardiac_nvae.data.show_slices': ('data.html#show_slices', 'cardiac_nvae/data.py'),
-                                   'cardiac_nvae.data.split_slices': ('data.html#split_slices', 'cardiac_nvae/data.py')}}}
+                                   'cardiac_nvae.data.split_slices': ('data.html#split_slices', 'cardiac_nvae/data.py')},
+            'cardiac_nvae.frds': { 'cardiac_nvae.frds._drop_rounding': ('frds.html#_drop_rounding', 'cardiac_nvae/frds.py'),
+                                   'cardiac_nvae.frds._f64': ('frds.html#_f64', 'cardiac_nvae/frds.py'),
+                                   'cardiac_nvae.frds.frechet_distance': ('frds.html#frechet_distance', 'cardiac_nvae/frds.py'),
+                                   'cardiac_nvae.frds.frechet_from_features': ('frds.html#frechet_from_features', 'cardiac_nvae/frds.py'),
+                                   'cardiac_nvae.frds.gaussian_stats': ('frds.html#gaussian_stats', 'cardiac_nvae/frds.py'),
+                                   'cardiac_nvae.frds.trace_sqrt_product': ('frds.html#trace_sqrt_product', 'cardiac_nvae/frds.py')}}}
