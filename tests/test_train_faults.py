@@ -165,3 +165,16 @@ def test_linear_schedule_and_warmup_weights(tmp_path):
     log = pd.read_csv(tmp_path / 'log.csv')
     assert log.w_kl.tolist() == [0.5, 0.5, 0.5]  # logged weight is the full one (validation uses it)
     assert LinearSchedule(2)(1.5) == 0.75
+
+
+def test_validate_and_lr_find_leave_run_files_and_weights_alone(tmp_path):
+    learn = new_learner(tmp_path)
+    learn.fit(2)
+    files = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    with torch.no_grad():
+        for q in learn.model.parameters(): q.add_(0.01)  # weights now differ from every checkpoint on disk
+    w = _weights(learn.model)
+    learn.validate()
+    for k, v in w.items(): assert torch.equal(v, learn.model.state_dict()[k]), k  # Resume did not reload last.pth
+    learn.lr_find(num_it=8, show_plot=False)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == files
