@@ -40,3 +40,45 @@ def test_tiny_nvae_overfits_real_masks(real_masks):
     dice = [_dice(pred, real_masks, c) for c in (1, 2, 3)]
     assert np.mean(dice) > 0.95, f"dice per class {dice} after {time.time() - t0:.0f}s"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+def _tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return NVAE(nvae_config('default-n', groups_per_layer=(1, 2), latent_layers=(True, True), preprocess_layers=1,
+                            size=16, projected_channels=8, expand=2))
+
+def _blob_masks(n=8, size=16, seed=0):
+    g = np.random.default_rng(seed)
+    return g.integers(0, 4, (n, size // 4, size // 4)).repeat(4, 1).repeat(4, 2).astype(np.uint8)
+
+def test_nan_in_kl_stops_training_before_weights_change():
+    from cardiac_nvae.train import NonFiniteLossError
+    model = _tiny_model()
+    calls = {'n': 0}
+    def poison(mod, inp, out):   # the 3rd training batch gets a NaN KL
+        calls['n'] += 1
+        if calls['n'] == 3: out[1][0, 0] = float('nan')
+        return out
+    model.register_forward_hook(poison)
+    learn = nvae_learner(model, _tiny_dls(_blob_masks(), 2), warmup_steps=4, quiet=True, device='cpu')
+    with pytest.raises(NonFiniteLossError, match="'kl'"):
+        learn.fit(1)
+    assert all(torch.isfinite(p).all() for p in model.parameters()), "a NaN reached the weights"
+
+def test_warmup_drives_kl_weight_and_balancing():
+    model = _tiny_model()
+    learn = nvae_learner(model, _tiny_dls(_blob_masks(16), 2), warmup_steps=4, quiet=True, device='cpu')
+    seen = []
+    from fastai.callback.core import Callback
+    class Watch(Callback):
+        order = 10   # after NVAEWarmup (5)
+        def before_batch(self):
+            if self.training: seen.append((self.learn.loss_func.weights['kl'], learn.nvae_terms.gamma))
+    learn.fit(2, cbs=[Watch()])
+    w = [a for a, b in seen]
+    assert w[:10] == [1e-4] * 10 and w[-1] == 1.0 and all(x <= y for x, y in zip(w, w[1:])), w
+    assert all(a == b for a, b in seen)          # balancing sees the same coefficient as the loss weight
+    assert learn.nvae_terms.gamma == 1.0         # after fit: no balancing at evaluation
+
+def test_betas_must_match_latent_layers():
+    with pytest.raises(ValueError, match='one per latent layer'):
+        nvae_learner(_tiny_model(), _tiny_dls(_blob_masks(), 2), betas=(1., 2., 3.), quiet=True, device='cpu')
