@@ -38,7 +38,7 @@ def nvae_api():
         return mod
 
 def train_step_rate(config='default-n', bs=8, steps=3, device='cpu', amp=False, channels_last=False, sr_weight=0.,
-                    sr_persistent=True, threads=None, grad_check=None):
+                    sr_persistent=True, threads=None, grad_check=None, compile=False):
     "Masks per second of full training steps (forward, eq. 4.3 loss, backward, Adamax step) and peak memory in MiB."
     import torch, torch.nn.functional as F
     nv = nvae_api()
@@ -51,9 +51,10 @@ def train_step_rate(config='default-n', bs=8, steps=3, device='cpu', amp=False, 
     sr = nv.SpectralRegulariser(model, persistent=sr_persistent) if sr_weight else None
     gamma = 0.5  # mid warm-up: KL balancing on, the costlier path
     opt = torch.optim.Adamax(model.parameters(), lr=1e-2, eps=1e-3, weight_decay=3e-4)
+    forward = torch.compile(model) if compile else model
     def step():
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
-            logits, kl = model(x)
+            logits, kl = forward(x)
         loss = F.cross_entropy(logits.float(), y, reduction='sum') / bs
         loss = loss + gamma * nv.weighted_kl(kl.float(), group_layer, betas, balance=True)[0]
         if sr is not None: loss = loss + sr_weight * sr()
@@ -66,7 +67,9 @@ def train_step_rate(config='default-n', bs=8, steps=3, device='cpu', amp=False, 
                 raise FloatingPointError('non-finite gradient')
         opt.step()
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    step(); sync()  # warm-up (allocator, kernels, first power iteration)
+    t0 = time.perf_counter()
+    step(); step(); sync()  # warm-up (allocator, kernels, first power iteration, compilation)
+    warmup_s = time.perf_counter() - t0
     if device == 'cuda': torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps): step()
@@ -74,8 +77,8 @@ def train_step_rate(config='default-n', bs=8, steps=3, device='cpu', amp=False, 
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(config=config, bs=bs, device=device, amp=amp, channels_last=channels_last, sr=bool(sr_weight),
-                sr_persistent=sr_persistent, threads=threads or 'default', grad_check=grad_check or '-', masks_per_s=round(bs * steps / dt, 2),
-                step_ms=round(1000 * dt / steps, 1), peak_mib=round(peak, 1))
+                sr_persistent=sr_persistent, threads=threads or 'default', grad_check=grad_check or '-', compile=compile, masks_per_s=round(bs * steps / dt, 2),
+                step_ms=round(1000 * dt / steps, 1), peak_mib=round(peak, 1), warmup_s=round(warmup_s, 1))
 
 def _child(q, kw):
     try: q.put(train_step_rate(**kw))
@@ -99,6 +102,7 @@ def main(argv=None):
     ap.add_argument('--device', default='all', choices=['cpu', 'cuda', 'all'])
     ap.add_argument('--quick', action='store_true', help='batch 8 only on CPU')
     ap.add_argument('--json', help='also write all rows to this JSON file')
+    ap.add_argument('--compile', action='store_true', help='CUDA only: also time torch.compile (minutes of compilation)')
     a = ap.parse_args(argv)
     import torch
     rows = []
@@ -120,6 +124,14 @@ def main(argv=None):
             costs = [train_step_rate('default-n', 8, max(a.steps, 10), 'cuda', sr_weight=0.1, sr_persistent=p) for p in (False, True)]
             costs += [train_step_rate('default-n', 8, max(a.steps, 10), 'cuda', grad_check=g) for g in ('per_param', 'fused')]
             rows += costs; table(costs, 'Avoidable costs on CUDA, Default-N batch 8 (before/after)')
+            if a.compile:
+                comp = []
+                for c in configs:
+                    for bs in (8, 64):
+                        for cm in (False, True):
+                            try: comp.append(train_step_rate(c, bs, max(a.steps, 10), 'cuda', compile=cm))
+                            except Exception as e: comp.append(dict(config=c, bs=bs, compile=cm, error=f"{type(e).__name__}: {e}"[:120]))
+                rows += comp; table(comp, 'Launch overhead on CUDA: eager against torch.compile (warmup_s includes compilation)')
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
 
 if __name__ == '__main__': main()
