@@ -279,8 +279,10 @@ class NaNGuard(Callback):
 
     def before_step(self):
         if not self.check_grads or getattr(self.learn, 'scaler', None) is not None: return
-        for name, p in self.learn.model.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all(): self._stop(f"gradient of {name!r}")
+        grads = [(name, p.grad) for name, p in self.learn.model.named_parameters() if p.grad is not None]
+        # one host sync per step; the per-tensor search runs only once something is already wrong
+        if grads and not torch.stack([g.isfinite().all() for _, g in grads]).all():
+            self._stop(f"gradient of {next(n for n, g in grads if not torch.isfinite(g).all())!r}")
 
 # %% ../nbs/03_train.ipynb #8ef555d6
 def _rng_state(learn):
