@@ -22,6 +22,7 @@ def find_notebook(name):
                  lambda q: q.stem.split('_', 1)[-1] == name):
         hits = [q for q in nbs if test(q)]
         if len(hits) == 1: return hits[0]
+        if hits: raise SystemExit(f"error: {name!r} is ambiguous: {', '.join(q.stem for q in hits)}")
     raise SystemExit(f"error: no chapter notebook matches {name!r}; chapters: {', '.join(q.stem for q in nbs)}")
 
 def parse_params(pairs, params_file=None):

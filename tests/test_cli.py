@@ -12,6 +12,7 @@ def test_find_notebook_by_stem_number_and_title():
     assert cli.find_notebook('00').name == '00_data.ipynb'
     assert cli.find_notebook('data').name == '00_data.ipynb'
     with pytest.raises(SystemExit, match="no chapter notebook matches 'nope'"): cli.find_notebook('nope')
+    with pytest.raises(SystemExit, match="'03' is ambiguous: 03_baselines, 03_train"): cli.find_notebook('03')
 
 def test_parse_params_yaml_then_pairs(tmp_path):
     f = tmp_path / 'p.yaml'; f.write_text('margin: 8\ncrop: centre\n')
