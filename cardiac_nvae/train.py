@@ -15,7 +15,7 @@
 # - save_checkpoint, load_checkpoint, load_weights, write_record
 # - recon_loss(logits, target), gaussian_kl(mu, logvar)
 from __future__ import annotations
-import json, math, os, random, subprocess, tempfile, time
+import math, os, random, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -407,19 +407,13 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     return learn
 
 # %% ../nbs/03_train.ipynb #1f2a3757
-def _git_commit():
-    try: return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10,
-                               cwd=Path(__file__).parent if '__file__' in globals() else None).stdout.strip() or None
-    except Exception: return None
-
 def write_record(path, params, metrics, data_root=None):
     "Write `record.json` in folder `path`: parameters, metrics, versions, git commit, data fingerprint."
     import fastai, cardiac_nvae
-    from cardiac_nvae.data import data_fingerprint
-    rec = dict(params=params, metrics=metrics, time=time.strftime('%Y-%m-%dT%H:%M:%S'), git_commit=_git_commit(),
+    from cardiac_nvae.data import data_fingerprint, project_commit, write_json
+    rec = dict(params=params, metrics=metrics, time=time.strftime('%Y-%m-%dT%H:%M:%S'), git_commit=project_commit(),
                versions=dict(cardiac_nvae=cardiac_nvae.__version__, torch=torch.__version__, fastai=fastai.__version__),
                data_root=str(data_root) if data_root else None,
                data_fingerprint=data_fingerprint(data_root) if data_root else None)
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    (path / 'record.json').write_text(json.dumps(rec, indent=1, default=str))
+    write_json(Path(path) / 'record.json', rec)
     return rec
