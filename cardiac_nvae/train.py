@@ -34,10 +34,12 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred', 'model_terms', 'TermsLoss',
-           'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint',
+__all__ = ['COMPILE_MODES', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred', 'model_terms',
+           'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint',
            'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint',
-           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'make_learner', 'write_record']
+           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype', 'BF16Autocast', 'ChannelsLast',
+           'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss', 'DeviceLosses', 'make_learner',
+           'write_record']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -192,14 +194,14 @@ class LossTermsLogger(Callback):
         split, bs = ('train' if self.training else 'valid'), find_bs(self.learn.yb)
         for k, v in last.items():
             key = f"{split}_{k}"
-            self.sums[key] = self.sums.get(key, 0.) + float(v) * bs
+            self.sums[key] = self.sums.get(key, 0.) + v.detach().double() * bs  # on the device: no host sync per batch
             self.counts[key] = self.counts.get(key, 0) + bs
         if self.training: self.trained = True
 
     def after_epoch(self):
         if not self.trained or _skipping(self.learn): return
         row = {'epoch': self.epoch}
-        row.update({k: self.sums[k] / self.counts[k] for k in sorted(self.sums)})
+        row.update({k: float(self.sums[k]) / self.counts[k] for k in sorted(self.sums)})
         names = self.learn.recorder.metric_names[1:]
         row.update({n: float(v) for n, v in zip(names, self.learn.recorder.values[-1]) if n != 'time'})
         if isinstance(self.learn.loss_func, TermsLoss):
@@ -255,34 +257,68 @@ class NonFiniteLossError(FloatingPointError):
 class NaNGuard(Callback):
     "Stop training when a loss term or a gradient is NaN/Inf, naming the culprit; checkpoints on disk stay the last good ones."
     order = 1
-    def __init__(self, raise_error=True, check_grads=True): self.raise_error, self.check_grads, self.message = raise_error, check_grads, None
+    def __init__(self, raise_error=True, check_grads=True, check_every=1):
+        if check_every < 1: raise ValueError(f"check_every must be >= 1, not {check_every}")
+        self.raise_error, self.check_grads, self.check_every, self.message = raise_error, check_grads, check_every, None
 
-    def _stop(self, what):
-        split = 'training' if self.training else 'validation'
+    def _stop(self, what, where=None, note=""):
+        epoch, batch, training = where or (self.epoch, self.iter, self.training)
         ck = [str(cb.fname) for cb in self.learn.cbs if isinstance(cb, BestCheckpoint) and cb.best_epoch is not None]
-        self.message = (f"{what} is not finite at epoch {self.epoch}, batch {self.iter} ({split}); training stopped"
-                        + (f"; last good checkpoint: {ck[0]}" if ck else ""))
+        self.message = (f"{what} is not finite at epoch {epoch}, batch {batch} ({'training' if training else 'validation'}); "
+                        f"training stopped{note}" + (f"; last good checkpoint: {ck[0]}" if ck else ""))
         self.learn.nan_message = self.message
         if self.raise_error: raise NonFiniteLossError(self.message)
         print(self.message)
         raise CancelFitException()
 
-    def before_fit(self): self.run = not hasattr(self.learn, 'lr_finder')  # lr_find diverges on purpose
+    def before_fit(self):
+        self.run = not hasattr(self.learn, 'lr_finder')  # lr_find diverges on purpose
+        self.first, self.steps = {}, []
+
+    def _watch(self, kind, names, values, bad):
+        "Stop now (`check_every=1`), or note on the device the first step at which each of `names` went non-finite."
+        if self.check_every == 1:
+            if bad.any(): i = int(bad.int().argmax()); self._stop(f"{names[i]} ({float(values[i])})")
+            return
+        if kind in self.first and self.first[kind][0] != names: self._check()
+        if not self.steps or self.steps[-1] != (self.epoch, self.iter, self.training): self.steps.append((self.epoch, self.iter, self.training))
+        prev = self.first[kind][1] if kind in self.first else torch.full_like(bad, -1, dtype=torch.long)
+        self.first[kind] = (names, torch.where((prev < 0) & bad, len(self.steps) - 1, prev))
+
+    def _check(self):
+        "One host sync for everything noted since the last check; on a failure reload the last good weights, then stop."
+        noted, self.first, steps, self.steps = self.first, {}, self.steps, []
+        if not noted: return
+        names = [n for ns, _ in noted.values() for n in ns]
+        first = torch.cat([f for _, f in noted.values()]).cpu()
+        if not (first >= 0).any(): return
+        i = int(torch.where(first >= 0, first, len(steps)).argmin())
+        note = f" (noticed {len(steps) - 1 - int(first[i])} steps later: check_every={self.check_every})"
+        best = [cb for cb in self.learn.cbs if isinstance(cb, BestCheckpoint) and cb.fname.exists()]
+        if best: load_weights(self.learn.model, best[0].fname); note += "; weights reloaded from the last good checkpoint"
+        self._stop(names[i], steps[int(first[i])], note)
 
     def after_loss(self):
         # terms with weight 0 are only logged (e.g. the posterior KL of InfoVAE with beta = 0): they may overflow harmlessly
         lf = self.learn.loss_func
         weights = getattr(lf, 'weights', {})
-        for k, v in (getattr(lf, 'last', None) or {}).items():
-            if weights.get(k, 1.) != 0 and not torch.isfinite(v).all(): self._stop(f"loss term {k!r} ({float(v)})")
-        if not torch.isfinite(self.learn.loss).all(): self._stop(f"total loss ({float(self.learn.loss)})")
+        terms = [(f"loss term {k!r}", v) for k, v in (getattr(lf, 'last', None) or {}).items() if weights.get(k, 1.) != 0]
+        terms.append(("total loss", self.learn.loss))
+        values = torch.stack([v.detach().float().sum() for _, v in terms])  # terms are scalars: the sum keeps NaN/Inf
+        self._watch('terms', [n for n, _ in terms], values, ~values.isfinite())
 
     def before_step(self):
         if not self.check_grads or getattr(self.learn, 'scaler', None) is not None: return
         grads = [(name, p.grad) for name, p in self.learn.model.named_parameters() if p.grad is not None]
-        # one host sync per step; the per-tensor search runs only once something is already wrong
-        if grads and not torch.stack([g.isfinite().all() for _, g in grads]).all():
-            self._stop(f"gradient of {next(n for n, g in grads if not torch.isfinite(g).all())!r}")
+        if not grads: return
+        # the largest |g| of every gradient in one multi-tensor kernel: NaN and Inf propagate, finite values never overflow
+        norms = torch.stack(torch._foreach_norm([g for _, g in grads], float('inf'))).float()
+        self._watch('grads', [f"gradient of {n!r}" for n, _ in grads], norms, ~norms.isfinite())
+
+    def after_batch(self):
+        if self.check_every > 1 and self.training and len(self.steps) >= self.check_every: self._check()
+    def after_train(self): self._check()
+    def after_validate(self): self._check()  # before BestCheckpoint and Resume write anything (their after_epoch)
 
 # %% ../nbs/03_train.ipynb #8ef555d6
 def _rng_state(learn):
@@ -378,20 +414,92 @@ class AuxOptimizer(Callback):
     def resume_state(self): return {'opt': self.aux_opt.state_dict()}
     def load_resume_state(self, st): self.aux_opt.load_state_dict(st['opt'])
 
+# %% ../nbs/03_train.ipynb #bae467cb
+from fastai.learner import AvgLoss, AvgSmoothLoss
+from fastai.optimizer import OptimWrapper
+from fastai.torch_core import to_float
+
+def amp_dtype(amp, device):
+    "The autocast dtype `make_learner(amp=...)` asks for on `device`: None (fp32), float16 (CUDA, loss-scaled) or bfloat16."
+    device = torch.device(device)
+    if amp is None: amp = device.type == 'cuda'  # the historical default: fp16 mixed precision on CUDA
+    if amp is False: return None
+    if amp is True or amp == 'fp16':
+        if device.type != 'cuda': raise ValueError(f"amp={amp!r} (fp16 with loss scaling) needs a CUDA device; amp='bf16' runs on {device.type}")
+        return torch.float16
+    if amp == 'bf16': return torch.bfloat16
+    raise ValueError(f"amp must be None, False, True, 'fp16' or 'bf16', not {amp!r}")
+
+class BF16Autocast(Callback):
+    "bfloat16 autocast of the forward pass on the model's device (CPU or CUDA); no loss scaling, so no host sync per step."
+    order = 10
+    def __init__(self): self.ctx = None
+    def _exit(self):
+        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+    def before_batch(self):
+        self._exit()  # a batch that raised inside the forward pass left it open
+        self.ctx = torch.autocast(next(self.learn.model.parameters()).device.type, dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self._exit(); self.learn.pred = to_float(self.pred)  # losses in float32
+    def after_fit(self): self._exit()
+
+class ChannelsLast(Callback):
+    "Feed 4-d inputs in channels-last memory format (the model is converted by `make_learner`): faster tensor-core convolutions."
+    order = 9  # after callbacks that build the batch (SimCLRViews), before autocast
+    def before_batch(self):
+        self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
+                              for x in self.xb)
+
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
+
+def compile_model(model, mode='default'):
+    "Compile `model`'s forward in place with `torch.compile` (state_dict keys unchanged): a mode name, or a dict of its arguments."
+    kw = dict(mode) if isinstance(mode, dict) else {'mode': 'default' if mode is True else mode}
+    if kw.get('mode', 'default') not in COMPILE_MODES: raise ValueError(f"compile must be False, True, a dict or one of {COMPILE_MODES}, not {mode!r}")
+    model.compile(**kw)
+    return model
+
+def fused_adam(params, lr=6e-5, wd=0., mom=0.9, sqr_mom=0.999, eps=1e-8):
+    "`torch.optim.Adam` for fastai: one fused kernel on CUDA, multi-tensor on CPU; L2 decay on every parameter, biases included."
+    params = L(params)
+    flat = [p for g in params for p in g] if isinstance(params[0], (L, list)) else list(params)
+    impl = {'fused': True} if all(p.is_cuda for p in flat) else {'foreach': True}
+    return OptimWrapper(params, torch.optim.Adam, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, **impl)
+
+class DeviceLoss(AvgLoss):
+    "fastai's `AvgLoss` with its running total on the loss's device: no host sync per batch."
+    def accumulate(self, learn):
+        bs = find_bs(learn.yb)
+        self.total += learn.loss.detach().mean().float() * bs; self.count += bs
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's `AvgSmoothLoss` (the `train_loss` column) kept on the loss's device: no host sync per batch."
+    def accumulate(self, learn):
+        self.count += 1
+        loss = learn.loss.detach().mean().float()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
+
+class DeviceLosses(Callback):
+    "Move the Recorder's per-step losses (device tensors with `DeviceSmoothLoss`) to the CPU after fit, in one sync."
+    order = 51  # after Recorder
+    def after_fit(self):
+        rec = self.learn.recorder
+        if rec.losses: rec.losses = list(torch.stack([torch.as_tensor(l).float() for l in rec.losses]).cpu())  # for plot_loss
+
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
-                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False, monitor='valid_loss'):
-    "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU."
+                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False, monitor='valid_loss',
+                 compile=False, channels_last=False, nan_check_every=1):
+    "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
-    amp = device.type == 'cuda' if amp is None else amp
-    if amp and device.type != 'cuda': raise ValueError("amp=True needs a CUDA device (mixed precision is CUDA only here)")
+    dtype = amp_dtype(amp, device)
     if seed is not None:
         seed_everything(seed)
         for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
     dls.to(device); model.to(device)
-    cbs = [NaNGuard()] + list(cbs or [])
+    if channels_last: model.to(memory_format=torch.channels_last)
+    cbs = [NaNGuard(check_every=nan_check_every), DeviceLosses()] + list(cbs or [])
     if path is not None:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         cbs += [LossTermsLogger(path / 'log.csv'), BestCheckpoint(path / 'best.pth', monitor)]
@@ -401,7 +509,12 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     kw = {'splitter': splitter} if splitter is not None else {}
     learn = Learner(dls, model, loss_func=TermsLoss(terms_fn, weights), opt_func=opt_func, lr=lr, wd=wd,
                     metrics=metrics or [], cbs=cbs, path=path or Path('.'), **kw)
-    if amp: learn.add_cb(MixedPrecision())
+    rec = learn.recorder
+    rec.loss, rec.smooth_loss = DeviceLoss(), DeviceSmoothLoss(rec.smooth_loss.beta)
+    if dtype == torch.float16: learn.add_cb(MixedPrecision())
+    if dtype == torch.bfloat16: learn.add_cb(BF16Autocast())
+    if channels_last: learn.add_cb(ChannelsLast())
+    if compile: compile_model(model, compile)
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn
