@@ -22,8 +22,8 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_
            'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
            'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json', 'save_slices',
            'read_slices', 'load_slices', 'split_slices', 'MaskDataset', 'PairDataset', 'mask_dataloaders',
-           'segmentation_dataloaders', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'segmentation_dataloaders', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb',
+           'show_slices', 'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -428,22 +428,75 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.images[i][None].float(), self.masks[i].long()
 
 # %% ../nbs/00_data.ipynb #0780c403
-def _dataloaders(train_ds, valid_ds, bs, seed, device):
+def _dataloaders(train_ds, valid_ds, bs, seed, device, resident=False, augment=None):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.torch_core import default_device, set_seed
     if seed is not None: set_seed(seed, reproducible=True)
     device = device or default_device()
+    if resident:  # the datasets' tensors on the device; `augment` only for training
+        return DataLoaders(ResidentDataLoader(train_ds, augment, bs=bs, shuffle=True, device=device),
+                           ResidentDataLoader(valid_ds, bs=bs, device=device), device=device)
+    if augment is not None: raise ValueError("augment needs resident=True (it runs on the device, on whole batches)")
     return DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=False, device=device),
                        DataLoader(valid_ds, bs=bs, shuffle=False, device=device), device=device)
 
-def mask_dataloaders(train, valid, bs=16, seed=42, device=None):
-    "fastai `DataLoaders` of `(one-hot, label map)` batches for mask autoencoders, from two `SliceSet`s."
-    return _dataloaders(MaskDataset(train.masks), MaskDataset(valid.masks), bs, seed, device)
+def mask_dataloaders(train, valid, bs=16, seed=42, device=None, resident=False, augment=None):
+    "fastai `DataLoaders` of `(one-hot, label map)` batches for mask autoencoders, from two `SliceSet`s (`resident`: kept on `device`)."
+    if resident: return _dataloaders(ResidentTensors(_mask_batch, train.masks), ResidentTensors(_mask_batch, valid.masks), bs, seed, device, True, augment)
+    return _dataloaders(MaskDataset(train.masks), MaskDataset(valid.masks), bs, seed, device, augment=augment)
 
-def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None):
-    "fastai `DataLoaders` of `(image, label map)` batches for segmentation, from two `SliceSet`s."
-    return _dataloaders(PairDataset(train.images, train.masks), PairDataset(valid.images, valid.masks), bs, seed, device)
+def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident=False, augment=None):
+    "fastai `DataLoaders` of `(image, label map)` batches for segmentation, from two `SliceSet`s (`resident`: kept on `device`)."
+    if resident:
+        return _dataloaders(ResidentTensors(_pair_batch, train.images, train.masks), ResidentTensors(_pair_batch, valid.images, valid.masks),
+                            bs, seed, device, True, augment)
+    return _dataloaders(PairDataset(train.images, train.masks), PairDataset(valid.images, valid.masks), bs, seed, device, augment=augment)
+
+# %% ../nbs/00_data.ipynb #f9e8dab6
+from fastai.data.load import DataLoader as _FastaiDataLoader
+
+class ResidentTensors:
+    "Equal-length tensors kept on one device as a dataset: `batch(idx)` gathers a whole batch in one indexing, through `fn`."
+    def __init__(self, fn, *tensors): self.fn, self.tensors = fn, [torch.as_tensor(np.asarray(t)) for t in tensors]
+    def __len__(self): return len(self.tensors[0])
+    @property
+    def device(self): return self.tensors[0].device
+    def to(self, device): self.tensors = [t.to(device) for t in self.tensors]; return self
+    def batch(self, idx): return self.fn(*(t[idx] for t in self.tensors))
+    def __getitem__(self, i): return tuple(o[0] for o in self.batch(torch.tensor([i], device=self.device)))
+
+def _mask_batch(m): m = m.long(); return one_hot(m).contiguous(), m  # as `MaskDataset` (contiguous, as its collated batches)
+def _pair_batch(im, m): return im[:, None].float(), m.long()        # as `PairDataset`
+
+class ResidentDataLoader(_FastaiDataLoader):
+    "fastai DataLoader over `ResidentTensors`: batches gathered on the device, no workers, no per-item Python; `augment(b, gen)` there too."
+    def __init__(self, dataset=None, augment=None, **kw):
+        super().__init__(dataset, **kw)
+        self.augment = augment
+        if self.device is not None: dataset.to(self.device)
+
+    def to(self, device): self.device = device; self.dataset.to(device); return self
+
+    def create_batches(self, samps):
+        idx = torch.as_tensor(list(samps), dtype=torch.long).to(self.dataset.device)  # fastai's shuffled order, one copy
+        # the augmentation stream is seeded from the loader's own rng, which `Resume` saves and restores
+        gen = torch.Generator(self.dataset.device).manual_seed(self.rng.getrandbits(63)) if self.augment else None
+        for i in range(0, len(idx) // self.bs * self.bs if self.drop_last else len(idx), self.bs):
+            b = self.dataset.batch(idx[i:i + self.bs])
+            yield self.augment(b, gen) if gen is not None else b
+
+    def new(self, dataset=None, cls=None, **kw):
+        res = super().new(dataset, cls, **kw)
+        res.augment = self.augment if res.shuffle else None  # an evaluation copy (shuffle=False) sees the data as it is
+        return res
+
+def random_flips(batch, gen):
+    "Flip each sample of a batch left-right and up-down with probability 1/2 each, every tensor of it alike, on its device."
+    n, dev = len(batch[0]), batch[0].device
+    lr, ud = (torch.rand(n, generator=gen, device=dev) < 0.5 for _ in range(2))
+    def flip(t, f, dim): return torch.where(f.view(-1, *[1] * (t.ndim - 1)), t.flip(dim), t)
+    return tuple(flip(flip(t, lr, -1), ud, -2) for t in batch)
 
 # %% ../nbs/00_data.ipynb #f173267b
 CLASS_COLOURS = np.array([[0, 0, 0], [0.12, 0.35, 1.0], [0.1, 0.8, 0.2], [1.0, 0.85, 0.1]], np.float32)
