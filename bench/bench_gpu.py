@@ -150,14 +150,15 @@ def conv_peak(device, dtype, bs=32, reps=10):
         rows.append(dict(channels=c, side=side, tflops=round(flops / dt / 1e12, 3))); best = max(best, flops / dt)
     return best, rows
 
-def learner_rows(device, epochs_steps=20):
+def learner_rows(device):
     "Whole-Learner steps (fastai callbacks, logging, NaN guard): plain against every speed flag, Default-N bs 8 and U-Net bs 32."
     import numpy as np, pandas as pd
     from cardiac_nvae.data import SliceSet, mask_dataloaders, segmentation_dataloaders
     from cardiac_nvae.nvae import NVAE, nvae_config, nvae_learner
     cuda = torch.device(device).type == 'cuda'
     fast = dict(amp='bf16', channels_last=cuda, nan_check_every=50, compile='reduce-overhead' if cuda else False)
-    cases = [('Default-N', 8, mask_dataloaders), ('U-Net', 32, segmentation_dataloaders)]
+    epochs_steps = 20 if cuda else 3  # CPU: a few small steps, no compilation
+    cases = [('Default-N', 8, mask_dataloaders), ('U-Net', 32 if cuda else 4, segmentation_dataloaders)]
     rows = []
     for name, bs, make_dls in cases:
         if name == 'U-Net' and acunet_api() is None: continue
