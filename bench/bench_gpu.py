@@ -219,9 +219,12 @@ def main(argv=None):
     if not cuda and 'compiled' not in variants: print("compiled rows skipped on CPU (minutes of compilation per model; --cpu-compile)")
     peak, conv_rows = conv_peak(device, torch.bfloat16 if cuda else torch.float32)
     table(conv_rows, f"Plain 3x3 convolution, batch 32, channels-last, {'bf16' if cuda else 'fp32'} (reference peak {peak / 1e12:.3f} TFLOP/s)")
+    flops = {}  # the same for every variant of a model and batch size
     for r in rows:
         if r.get('model') in ('U-Net', 'ACU-Net') and 'error' not in r:
-            r['conv_pct'] = round(100 * step_flops(r['model'], r['bs'], device) / r['_step_s'] / peak, 1)
+            key = (r['model'], r['bs'])
+            if key not in flops: flops[key] = step_flops(*key, device)
+            r['conv_pct'] = round(100 * flops[key] / r['_step_s'] / peak, 1)
     out['steps'] = table(rows, f"Training step on {name} ({steps} timed steps; conv % = step FLOP/s over the plain conv peak)").to_dict('records')
     out['conv'], out['conv_peak_tflops'] = conv_rows, peak / 1e12
     if a.learner: out['learner'] = table(learner_rows(device), f"Whole-Learner step on {name}: plain against all speed flags").to_dict('records')

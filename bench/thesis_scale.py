@@ -4,14 +4,15 @@ Stages, in order: 'frds' (05_frds, the SimCLR encoder that FRDS needs), 'nvae' (
 (06_acunet, U-Net and ACU-Net; skipped while the chapter is missing). A stage's parameters are the chapter's
 `THESIS_PARAMS` (or `THESIS_SETTINGS`) dict, read from the notebook's source, never copied here; a parameter
 that names an earlier run (`simclr_run`, `nvae_run`) gets the run folder this invocation made; the speed flags
-(`--speed`) go only to chapters whose parameters cell defines them, and the plan says which were dropped; then
+(`--speed`) go as parameters to chapters that define them and to every learner and loader through
+$CARDIAC_NVAE_SPEED (flags a chapter leaves at None read it; the plan says which went which way); then
 `--set name=value` overrides (for a rehearsal: `--set epochs=1`). Every set of parameters passes the
 parameters-cell check of `cardiac-nvae run` before anything runs (`--dry-run` stops there).
 
     python bench/thesis_scale.py --dry-run
     python bench/thesis_scale.py nvae --set epochs=1 --results-dir /tmp/x   # a rehearsal, never called thesis-scale
 """
-import argparse, ast, json, platform, re, shutil, subprocess, sys, time
+import argparse, ast, json, os, platform, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def plan_stage(stage, done=None, speed=None, overrides=None):
     speed = dict(SPEED if speed is None else speed)
     params.update({k: v for k, v in speed.items() if k in known})
     dropped = sorted(k for k in speed if k not in known)
-    if dropped: notes.append(f"speed flags not parameters of {nb.name} (it trains with make_learner's defaults): {dropped}")
+    if dropped: notes.append(f"speed flags not parameters of {nb.name}, given through $CARDIAC_NVAE_SPEED instead: {dropped}")
     params.update(overrides or {})
     check_params(nb, params)  # the same refusal as `cardiac-nvae run`
     return nb, params, notes
@@ -119,9 +120,10 @@ def main(argv=None):
         t0 = time.time()
         cmd = [sys.executable, '-m', 'cardiac_nvae.cli', 'run', nb.stem, '--params', str(pfile), '--name', name,
                '--runs-dir', a.runs_dir, '--quiet']
-        rc = subprocess.call(cmd, cwd=ROOT)
+        env = dict(os.environ, CARDIAC_NVAE_SPEED=json.dumps(SPEED if speed is None else speed))  # flags the chapter lacks
+        rc = subprocess.call(cmd, cwd=ROOT, env=env)
         run = Path(a.runs_dir) / name
-        extra = dict(device=device, stage=stage, params=params, seconds=round(time.time() - t0, 1), returncode=rc,
+        extra = dict(device=device, stage=stage, params=params, speed_env=env['CARDIAC_NVAE_SPEED'], seconds=round(time.time() - t0, 1), returncode=rc,
                      scale='rehearsal (overridden parameters: not thesis-scale)' if quick else 'thesis', overrides=overrides)
         dest = copy_results(run, Path(a.results_dir) / name, extra)
         print(f"[{stage}] exit {rc} after {extra['seconds']} s; results (no weights): {dest}")

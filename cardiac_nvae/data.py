@@ -18,14 +18,14 @@ from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_COLUMNS', 'ACDC_INFO_KEYS', 'MNMS_PARTITIONS',
-           'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame', 'read_info_cfg',
-           'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
-           'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
-           'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json', 'save_slices',
-           'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients', 'acdc_splits',
-           'MaskDataset', 'PairDataset', 'mask_dataloaders', 'segmentation_dataloaders', 'ResidentTensors',
-           'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'SPEED_ENV', 'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame',
+           'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box',
+           'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
+           'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
+           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients',
+           'acdc_splits', 'MaskDataset', 'PairDataset', 'mask_dataloaders', 'segmentation_dataloaders',
+           'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices',
+           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -477,13 +477,15 @@ def _dataloaders(train_ds, valid_ds, bs, seed, device, resident=False, augment=N
     return DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=False, device=device),
                        DataLoader(valid_ds, bs=bs, shuffle=False, device=device), device=device)
 
-def mask_dataloaders(train, valid, bs=16, seed=42, device=None, resident=False, augment=None):
+def mask_dataloaders(train, valid, bs=16, seed=42, device=None, resident=None, augment=None):
     "fastai `DataLoaders` of `(one-hot, label map)` batches for mask autoencoders, from two `SliceSet`s (`resident`: kept on `device`)."
+    if resident is None: resident = bool(speed_defaults().get('resident', False))
     if resident: return _dataloaders(ResidentTensors(_mask_batch, train.masks), ResidentTensors(_mask_batch, valid.masks), bs, seed, device, True, augment)
     return _dataloaders(MaskDataset(train.masks), MaskDataset(valid.masks), bs, seed, device, augment=augment)
 
-def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident=False, augment=None):
+def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident=None, augment=None):
     "fastai `DataLoaders` of `(image, label map)` batches for segmentation, from two `SliceSet`s (`resident`: kept on `device`)."
+    if resident is None: resident = bool(speed_defaults().get('resident', False))
     if resident:
         return _dataloaders(ResidentTensors(_pair_batch, train.images, train.masks), ResidentTensors(_pair_batch, valid.images, valid.masks),
                             bs, seed, device, True, augment)
@@ -491,6 +493,17 @@ def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident
 
 # %% ../nbs/00_data.ipynb #f9e8dab6
 from fastai.data.load import DataLoader as _FastaiDataLoader
+
+SPEED_ENV = 'CARDIAC_NVAE_SPEED'
+
+def speed_defaults():
+    "Speed settings of this machine from `$CARDIAC_NVAE_SPEED` (a JSON object, e.g. '{\"resident\": true, \"amp\": \"bf16\"}'), else {}."
+    env = os.environ.get(SPEED_ENV)
+    if not env: return {}
+    try: d = json.loads(env)
+    except json.JSONDecodeError as e: raise ValueError(f"${SPEED_ENV}={env!r} is not a JSON object: {e}") from None
+    if not isinstance(d, dict): raise ValueError(f"${SPEED_ENV}={env!r} is not a JSON object")
+    return d
 
 class ResidentTensors:
     "Equal-length tensors kept on one device as a dataset: `batch(idx)` gathers a whole batch in one indexing, through `fn`."

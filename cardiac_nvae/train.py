@@ -421,6 +421,7 @@ class AuxOptimizer(Callback):
 from fastai.learner import AvgLoss, AvgSmoothLoss
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_float
+from .data import speed_defaults
 
 def amp_dtype(amp, device):
     "The autocast dtype `make_learner(amp=...)` asks for on `device`: None (fp32), float16 (CUDA, loss-scaled) or bfloat16."
@@ -493,9 +494,14 @@ def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
                  path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False, monitor='valid_loss',
-                 compile=False, channels_last=False, nan_check_every=1):
+                 compile=None, channels_last=None, nan_check_every=None):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
+    env = speed_defaults()  # flags left at None: this machine's `$CARDIAC_NVAE_SPEED`, else off
+    amp = env.get('amp') if amp is None else amp
+    compile = env.get('compile', False) if compile is None else compile
+    channels_last = env.get('channels_last', False) if channels_last is None else channels_last
+    nan_check_every = env.get('nan_check_every', 1) if nan_check_every is None else nan_check_every
     dtype = amp_dtype(amp, device)
     if seed is not None:
         seed_everything(seed)
@@ -518,6 +524,8 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     if dtype == torch.bfloat16: learn.add_cb(BF16Autocast())
     if channels_last: learn.add_cb(ChannelsLast())
     if compile: compile_model(model, compile)
+    learn.speed = dict(amp=str(dtype).replace('torch.', '') if dtype else None, compile=compile, channels_last=channels_last,
+                       nan_check_every=nan_check_every)  # for the run's record
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn

@@ -170,6 +170,16 @@ def test_deferred_nan_check_names_a_gradient(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"gradient of 'dec.0.weight' is not finite at epoch 0, batch 2"):
         learn.fit(1)
 
+def test_speed_env_sets_the_flags_a_caller_leaves_at_none(monkeypatch):
+    monkeypatch.setenv('CARDIAC_NVAE_SPEED', '{"amp": "bf16", "nan_check_every": 7, "resident": true}')
+    learn = make_learner(ConvAE(), mask_dataloaders(slice_set(16), slice_set(8, seed=1), bs=8, device='cpu'), device='cpu', quiet=True)
+    assert learn.speed == dict(amp='bfloat16', compile=False, channels_last=False, nan_check_every=7)
+    assert type(learn.dls.train).__name__ == 'ResidentDataLoader'
+    explicit = make_learner(ConvAE(), tiny_mask_dls(), device='cpu', quiet=True, amp=False, nan_check_every=1)
+    assert explicit.speed['amp'] is None and explicit.speed['nan_check_every'] == 1  # an explicit argument wins
+    monkeypatch.setenv('CARDIAC_NVAE_SPEED', '[1]')
+    with pytest.raises(ValueError, match='JSON object'): make_learner(ConvAE(), tiny_mask_dls(), device='cpu')
+
 def test_bad_flags_are_refused():
     with pytest.raises(ValueError, match='CUDA'): make_learner(TinyVAE(), tiny_dls(), amp='fp16', device='cpu')
     with pytest.raises(ValueError, match='amp must be'): make_learner(TinyVAE(), tiny_dls(), amp='int8', device='cpu')

@@ -44,7 +44,7 @@ def test_links_speed_flags_and_overrides(tmp_path, monkeypatch):
     _, params, notes = ts.plan_stage('nvae', done={'frds': tmp_path / 'run1'}, speed={'amp': 'bf16', 'compile': 'reduce-overhead'},
                                      overrides={'epochs': 1})
     assert params == {'epochs': 1, 'simclr_run': str(tmp_path / 'run1'), 'amp': 'bf16'}
-    assert any("['compile']" in n for n in notes)
+    assert any("$CARDIAC_NVAE_SPEED instead: ['compile']" in n for n in notes)
 
 def test_results_keep_records_and_arrays_never_weights(tmp_path):
     run = tmp_path / 'run'; (run / 'sub').mkdir(parents=True)
