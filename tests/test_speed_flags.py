@@ -47,10 +47,10 @@ def losses(learn, epochs=2):
     log = next(cb for cb in learn.cbs if isinstance(cb, LossTermsLogger)).df
     return log[[c for c in log.columns if c.startswith(('train_', 'valid_')) and 'kl_' not in c]].to_numpy(float)
 
-def conv_losses(epochs=2, resident=False, **flags):
+def conv_losses(epochs=2, resident=False, device='cpu', **flags):
     torch.manual_seed(0)
-    dls = mask_dataloaders(slice_set(40), slice_set(8, seed=1), bs=8, seed=0, device='cpu', resident=resident)
-    return losses(make_learner(ConvAE(), dls, opt_func=SGD, lr=1e-3, seed=0, quiet=True, device='cpu', **flags), epochs)
+    dls = mask_dataloaders(slice_set(40), slice_set(8, seed=1), bs=8, seed=0, device=device, resident=resident)
+    return losses(make_learner(ConvAE(), dls, opt_func=SGD, lr=1e-3, seed=0, quiet=True, device=device, **flags), epochs)
 
 def randn_in_logical_order(t, **kw):
     "`torch.randn_like` draws in memory order, so a channels-last tensor gets other (equally normal) noise: draw by shape."
@@ -99,6 +99,15 @@ def test_compile_with_inductor_matches_eager(conv_ref):
 @pytest.mark.skipif(not os.environ.get('CARDIAC_NVAE_SLOW'), reason="slow: tracing NVAE takes minutes on CPU (set CARDIAC_NVAE_SLOW=1)")
 def test_nvae_compiles_with_aot_autograd(nvae_ref):
     assert rel(nvae_losses(compile=dict(backend='aot_eager')), nvae_ref) <= 1e-5
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU equivalence skipped")
+@pytest.mark.parametrize('flags,tol', [(dict(amp='bf16'), 2e-3), (dict(channels_last=True), 1e-4), (dict(resident=True), 1e-4),
+                                       (dict(nan_check_every=50), 1e-4), (dict(compile='reduce-overhead'), 1e-3),
+                                       (dict(amp='bf16', channels_last=True, resident=True, nan_check_every=50, compile='reduce-overhead'), 2e-3)])
+def test_cuda_flag_matches_eager_fp32(flags, tol):
+    # on the GPU cuDNN picks its algorithms per layout and precision: 1e-4 for fp32 variants, bf16 as on CPU
+    ref = conv_losses(device='cuda', amp=False)
+    assert rel(conv_losses(device='cuda', **dict(dict(amp=False), **flags)), ref) <= tol
 
 def test_compile_keeps_checkpoint_keys(tmp_path):
     torch.manual_seed(0)
