@@ -480,15 +480,15 @@ def _dataloaders(train_ds, valid_ds, bs, seed, device, resident=False, augment=N
 def mask_dataloaders(train, valid, bs=16, seed=42, device=None, resident=None, augment=None):
     "fastai `DataLoaders` of `(one-hot, label map)` batches for mask autoencoders, from two `SliceSet`s (`resident`: kept on `device`)."
     if resident is None: resident = bool(speed_defaults().get('resident', False))
-    if resident: return _dataloaders(ResidentTensors(_mask_batch, train.masks), ResidentTensors(_mask_batch, valid.masks), bs, seed, device, True, augment)
+    if resident: return _dataloaders(ResidentTensors(_mask_batch, masks=train.masks), ResidentTensors(_mask_batch, masks=valid.masks), bs, seed, device, True, augment)
     return _dataloaders(MaskDataset(train.masks), MaskDataset(valid.masks), bs, seed, device, augment=augment)
 
 def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident=None, augment=None):
     "fastai `DataLoaders` of `(image, label map)` batches for segmentation, from two `SliceSet`s (`resident`: kept on `device`)."
     if resident is None: resident = bool(speed_defaults().get('resident', False))
     if resident:
-        return _dataloaders(ResidentTensors(_pair_batch, train.images, train.masks), ResidentTensors(_pair_batch, valid.images, valid.masks),
-                            bs, seed, device, True, augment)
+        return _dataloaders(ResidentTensors(_pair_batch, images=train.images, masks=train.masks),
+                            ResidentTensors(_pair_batch, images=valid.images, masks=valid.masks), bs, seed, device, True, augment)
     return _dataloaders(PairDataset(train.images, train.masks), PairDataset(valid.images, valid.masks), bs, seed, device, augment=augment)
 
 # %% ../nbs/00_data.ipynb #f9e8dab6
@@ -506,8 +506,11 @@ def speed_defaults():
     return d
 
 class ResidentTensors:
-    "Equal-length tensors kept on one device as a dataset: `batch(idx)` gathers a whole batch in one indexing, through `fn`."
-    def __init__(self, fn, *tensors): self.fn, self.tensors = fn, [torch.as_tensor(np.asarray(t)) for t in tensors]
+    "Named equal-length tensors kept on one device as a dataset: `batch(idx)` gathers a whole batch in one indexing, through `fn`."
+    def __init__(self, fn, **tensors):
+        self.fn, self.names = fn, list(tensors)
+        for k, t in tensors.items(): setattr(self, k, torch.as_tensor(np.asarray(t)))  # `.masks`, `.images` on the CPU, as in MaskDataset
+        self.tensors = [getattr(self, k) for k in self.names]
     def __len__(self): return len(self.tensors[0])
     @property
     def device(self): return self.tensors[0].device

@@ -134,6 +134,7 @@ def test_resident_loaders_yield_the_ordinary_batches():
             ba, bb = list(dla), list(dlb)
             assert len(ba) == len(bb) == len(dla)
             for (xa, ya), (xb, yb) in zip(ba, bb): assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert torch.equal(dla.dataset.masks, dlb.dataset.masks) and dlb.dataset.masks.device.type == 'cpu'  # as chapters read them
 
 def test_augment_needs_resident_and_resumes_exactly(tmp_path):
     with pytest.raises(ValueError, match='resident'): mask_dataloaders(slice_set(8), slice_set(4), augment=random_flips)
