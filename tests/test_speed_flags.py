@@ -1,10 +1,12 @@
 """Speed flags of the training machinery on CPU: each gives the loss of eager float32 within a stated tolerance.
 
-compile is slow on CPU (a C++ build per graph): the inductor check uses a tiny conv model and one short fit; the
-AOTAutograd check (`backend='aot_eager'`: the same graph capture and autograd, no code generation) runs on NVAE
-only with CARDIAC_NVAE_SLOW=1 (tracing it takes about two minutes on a CPU).
+compile: CI checks `compile=dict(backend='aot_eager')` on a conv autoencoder (torch.compile's graph capture and
+AOTAutograd through make_learner, without code generation, seconds); the inductor build (1-4 minutes of C++ on a
+shared CPU) and NVAE's tracing (about two minutes) run only with CARDIAC_NVAE_SLOW=1. On CUDA every flag, compile
+'reduce-overhead' included, is compared with eager fp32 (skipped without a GPU).
 """
 import os, random, time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,18 @@ def nvae_losses(epochs=1, resident=False, **flags):
 def rel(a, b): return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.fixture(scope='module', autouse=True)
+def compile_cache(tmp_path_factory):
+    "torch.compile's build cache in pytest's folder, not /tmp/torchinductor_<user>."
+    old = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = str(tmp_path_factory.mktemp('inductor'))
+    yield
+    if old is None: os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
+    else: os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
+    import getpass, tempfile
+    default = Path(tempfile.gettempdir()) / f'torchinductor_{getpass.getuser()}'
+    if default.is_dir() and not any(default.iterdir()): default.rmdir()  # dynamo makes it even when unused; only if empty
+
 @pytest.fixture(scope='module')
 def conv_ref(): return conv_losses()
 
@@ -75,7 +89,8 @@ def nvae_ref(): return nvae_losses()
 
 
 @pytest.mark.parametrize('flags,tol', [(dict(channels_last=True), 1e-6), (dict(amp='bf16'), 2e-3),
-                                       (dict(nan_check_every=3), 0.), (dict(resident=True), 0.)])
+                                       (dict(nan_check_every=3), 0.), (dict(resident=True), 0.),
+                                       (dict(compile=dict(backend='aot_eager')), 1e-6)])  # graph capture + AOTAutograd
 def test_conv_flag_matches_eager_fp32(conv_ref, flags, tol):
     assert rel(conv_losses(**flags), conv_ref) <= tol
 
@@ -89,8 +104,9 @@ def test_nvae_flag_matches_eager_fp32(nvae_ref, flags, tol):
 def test_all_flags_together_on_nvae(nvae_ref):
     assert rel(nvae_losses(resident=True, channels_last=True, amp='bf16', nan_check_every=4), nvae_ref) <= 2e-2
 
+@pytest.mark.skipif(not os.environ.get('CARDIAC_NVAE_SLOW'), reason="slow: 1-4 minutes of C++ builds on a CPU (set CARDIAC_NVAE_SLOW=1)")
 def test_compile_with_inductor_matches_eager(conv_ref):
-    # slow on CPU: one C++ build per graph (train forward+backward, eval forward); the note in the docstring applies
+    # one C++ build per graph (train forward+backward, eval forward): 74-219 s on a shared 2-core machine
     t0 = time.time()
     compiled = conv_losses(compile=True)
     assert rel(compiled, conv_ref) <= 1e-4
