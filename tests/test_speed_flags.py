@@ -77,9 +77,11 @@ def compile_cache(tmp_path_factory):
     yield
     if old is None: os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
     else: os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
-    import getpass, tempfile
+    import atexit, getpass, tempfile
     default = Path(tempfile.gettempdir()) / f'torchinductor_{getpass.getuser()}'
-    if default.is_dir() and not any(default.iterdir()): default.rmdir()  # dynamo makes it even when unused; only if empty
+    def tidy():  # torch.compile makes this folder whatever the cache setting; remove it only when it is empty
+        if default.is_dir() and not any(default.iterdir()): default.rmdir()
+    tidy(); atexit.register(tidy)
 
 @pytest.fixture(scope='module')
 def conv_ref(): return conv_losses()
