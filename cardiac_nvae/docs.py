@@ -1,0 +1,265 @@
+"""The documentation site: nbdev's notebook processing, then Quarto where it is installed, else nbconvert's HTML exporter."""
+from __future__ import annotations
+import ast, contextlib, io, os, re, shutil, subprocess, uuid, warnings
+from pathlib import Path
+
+import yaml
+
+__all__ = ['DocsError', 'sidebar_notebooks', 'page_name', 'process_notebooks', 'split_import_cells', 'build_site']
+
+class DocsError(RuntimeError):
+    "A notebook that nbdev's documentation processing cannot handle, or a site that cannot be built."
+
+def _config():
+    from nbdev.config import get_config
+    return get_config()
+
+def page_name(nb_rel) -> str:
+    "The page a notebook becomes (nbdev's rule, as Quarto names it): `00_data.ipynb` -> `data.html`."
+    from nbdev.doclinks import _nbpath2html
+    return _nbpath2html(Path(nb_rel)).as_posix()
+
+def _sidebar_yml(nbs) -> str:
+    "The `sidebar.yml` that `nbdev_docs` generates from the notebooks in `nbs` (nothing is written)."
+    from nbdev.quarto import nbdev_sidebar
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf): nbdev_sidebar.__wrapped__(path=nbs, printit=True, force=True)
+    return buf.getvalue()
+
+def _flatten(contents):
+    for o in contents:
+        if isinstance(o, str): yield o
+        else:
+            if o.get('href'): yield o['href']
+            yield from _flatten(o.get('contents', []))
+
+def sidebar_notebooks(nbs=None) -> list[str]:
+    "Notebooks (relative to `nbs`) in the order of the Quarto sidebar, generated from the folder as `nbdev_docs` does."
+    nbs = Path(nbs or _config().nbs_path)
+    return list(_flatten(yaml.safe_load(_sidebar_yml(nbs))['website']['sidebar']['contents']))
+
+def _nbdev_yml(cfg) -> str:
+    "The `nbdev.yml` that `nbdev_docs` writes beside `_quarto.yml` (site title, url, output folder)."
+    from nbdev.quarto import _nbdev_yml as tpl
+    vals = {k: cfg[k] for k in ['title', 'description', 'branch', 'git_url', 'doc_host', 'doc_baseurl']}
+    return tpl.format(doc_path=cfg.doc_path.name, **vals)
+
+def process_notebooks(proc=None, nbs=None, force=False) -> Path:
+    "Run nbdev's documentation processing (the `_proc` step of `nbdev_docs`, without installing Quarto) into `proc`."
+    from nbdev.serve import _proc_file
+    from nbdev.doclinks import nbglob
+    from nbdev import serve_drv
+    cfg = _config()
+    nbs, proc = Path(nbs or cfg.nbs_path), Path(proc or cfg.config_path / '_proc')
+    if force and proc.exists(): shutil.rmtree(proc)
+    if proc.exists() and proc.stat().st_mtime < cfg.config_file.stat().st_mtime: shutil.rmtree(proc)  # as nbdev: settings changed
+    proc.mkdir(parents=True, exist_ok=True)
+    files = nbglob(nbs, func=Path, file_glob='', file_re='')
+    files += [nbs / n for n in ('_quarto.yml', '_brand.yml') if (nbs / n).exists()]
+    todo = [o for o in (_proc_file(f, cache=proc, path=nbs, mtime=proc.stat().st_mtime) for f in files) if o]
+    failed, in_test = [], os.environ.get('IN_TEST')
+    for o in todo:
+        try: serve_drv.main(o)
+        except Exception as e:
+            cause = e.__cause__ or e
+            failed.append(f"{o[0].name}: {str(e).splitlines()[0]}\n    {type(cause).__name__}: {cause}")
+        finally:
+            if in_test is None: os.environ.pop('IN_TEST', None)
+            else: os.environ['IN_TEST'] = in_test
+    (proc / 'nbdev.yml').write_text(_nbdev_yml(cfg))
+    (proc / 'sidebar.yml').write_text(_sidebar_yml(nbs))
+    if failed:
+        raise DocsError("nbdev's documentation processing failed (it executes only imports, exports and show_doc cells; "
+                        "a cell mixing imports with code that needs earlier cells fails: put the imports in a cell of "
+                        "their own, e.g. with cardiac_nvae.docs.split_import_cells):\n" + '\n'.join(failed))
+    return proc
+
+# ----------------------------------------------------------------------------------------------------------------
+# Keeping notebooks processable: nbdev executes every cell that imports something (see nbdev.processors._do_eval).
+
+def _is_import(node) -> bool:
+    "An import, or a `try: import ... except ImportError: fallback` block."
+    if isinstance(node, (ast.Import, ast.ImportFrom)): return True
+    return isinstance(node, ast.Try) and all(isinstance(b, (ast.Import, ast.ImportFrom)) for b in node.body)
+
+def _split_source(src):
+    "(imports, rest) of a cell's source, or None when its imports cannot be moved to a cell of their own."
+    lines = src.splitlines(keepends=True)
+    dirs = [l for l in lines if l.startswith('#|')]
+    if any(re.match(r'#\|\s*(export|exporti|exports|exec_doc)\b', l) for l in dirs) or 'nbdev_export()' in src: return None
+    try: body = ast.parse(src).body
+    except SyntaxError: return None
+    imps = [n for n in body if _is_import(n)]
+    others = [n for n in body if not _is_import(n)]
+    if not imps or not others: return None
+    spans = [set(range(n.lineno - 1, n.end_lineno)) for n in imps]
+    taken = set().union(*spans)
+    if any(set(range(n.lineno - 1, n.end_lineno)) & taken for n in others): return None  # `import x; y()` on one line
+    head = ''.join(dirs)
+    imports = head + ''.join(lines[i] for i in sorted(taken)).rstrip('\n')
+    rest = ''.join(l for i, l in enumerate(lines) if i not in taken).strip('\n')
+    return imports, rest
+
+def split_import_cells(path) -> list[int]:
+    "Move the imports of each code cell that mixes them with other code into a cell just before it; returns cells changed."
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    cells, changed = [], []
+    for i, c in enumerate(nb.cells):
+        parts = _split_source(c.source) if c.cell_type == 'code' else None
+        if parts:
+            changed.append(i)
+            cells.append(nbformat.v4.new_code_cell(parts[0], id=uuid.uuid4().hex[:8]))
+            c.source = parts[1]
+        cells.append(c)
+    if changed:
+        nb.cells = cells
+        nbformat.write(nb, str(path))
+    return changed
+
+# ----------------------------------------------------------------------------------------------------------------
+# The site
+
+_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block extra_css %}<meta name="generator" content="cardiac-nvae docs ({{ resources.site.engine }})">
+<style type="text/css">{{ resources.site.css }}</style>{% endblock extra_css %}
+{%- block body_header -%}
+<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+<nav id="site-nav" aria-label="chapters">
+<a class="site-title" href="{{ resources.site.home }}">{{ resources.site.title | e }}</a>
+<ul>
+{%- for p in resources.site.pages %}
+<li><a class="chapter{% if p.current %} active{% endif %}" href="{{ p.href }}">{{ p.title | e }}</a></li>
+{%- endfor %}
+</ul>
+<p class="site-engine">built with {{ resources.site.engine }}</p>
+</nav>
+<main>
+<header class="page-header"><h1 class="title">{{ resources.site.page_title | e }}</h1>
+{%- if resources.site.description %}<p class="description">{{ resources.site.description | e }}</p>{% endif %}</header>
+{%- endblock body_header -%}
+"""
+
+_CSS = """
+body.jp-Notebook { margin: 0; padding: 0; }
+#site-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 250px; overflow-y: auto; padding: 1.2em 1em;
+  box-sizing: border-box; background: #f7f7f9; border-right: 1px solid #ddd; font-family: system-ui, sans-serif; font-size: 14px; }
+#site-nav .site-title { display: block; font-weight: 700; font-size: 17px; margin-bottom: .8em; color: #222; text-decoration: none; }
+#site-nav ul { list-style: none; margin: 0; padding: 0; }
+#site-nav li { margin: .25em 0; }
+#site-nav a.chapter { color: #2a6db0; text-decoration: none; display: block; padding: .2em .4em; border-radius: 4px; }
+#site-nav a.chapter.active { background: #2a6db0; color: #fff; }
+#site-nav .site-engine { color: #888; font-size: 12px; margin-top: 2em; }
+main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizing: border-box; }
+.page-header .title { margin-bottom: .2em; }
+.page-header .description { color: #555; font-size: 1.1em; margin-top: 0; }
+.jp-RenderedMarkdown table { border-collapse: collapse; }
+.jp-RenderedHTMLCommon blockquote { border-left: 3px solid #ccc; margin-left: 0; padding-left: 1em; color: #444; }
+.jp-RenderedHTMLCommon hr { border: 0; border-top: 1px solid #ddd; }
+"""
+
+_re_dir = re.compile(r'^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$')
+
+def _prepare(nb):
+    "Turn a processed notebook's Quarto conventions into plain notebook ones: (frontmatter, notebook)."
+    fm = {}
+    if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.lstrip().startswith('---'):
+        fm = yaml.safe_load(nb.cells[0].source.strip().strip('-')) or {}
+        nb.cells = nb.cells[1:]
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == 'raw': continue  # raw cells are for Quarto's other formats
+        if c.cell_type == 'code':
+            lines, opts = c.source.splitlines(), {}
+            while lines and _re_dir.match(lines[0]):
+                k, v = _re_dir.match(lines.pop(0)).groups(); opts[k] = v.strip('"\'').lower()
+            c.source = '\n'.join(lines).strip('\n')
+            if opts.get('include') == 'false': continue
+            tags = set(c.metadata.get('tags', []))
+            if opts.get('echo') == 'false' or not c.source: tags.add('remove_input')
+            if opts.get('output') == 'false': c.outputs = []
+            if not c.source and not c.outputs: continue
+            c.metadata['tags'] = sorted(tags)
+        cells.append(c)
+    nb.cells = cells
+    return fm, nb
+
+def _rewrite_links(page, rel, names, site_url):
+    "Point links at notebooks and at the published site to the pages of this build; lower-case heading ids as Quarto does."
+    here = Path(rel).parent.as_posix() or '.'
+    def href(m):
+        url = m.group(2)
+        if re.match(r'^[a-z][\w+.-]*:|^//', url) and not url.startswith(site_url): return m.group(0)  # external, mailto:, data:
+        path, _, frag = url.partition('#')
+        if url.startswith(site_url): path = os.path.relpath(path[len(site_url):] or 'index.html', here)
+        elif path.endswith('.ipynb'):
+            target = os.path.normpath(os.path.join(here, path)).replace(os.sep, '/')
+            path = os.path.relpath(names.get(target, page_name(target)), here)
+        return f'{m.group(1)}"{path}{"#" + frag.lower() if frag else ""}"'
+    page = re.sub(r'(<a\b[^>]*?\bhref=)"([^"]*)"', href, page)
+    return re.sub(r'(<h[1-6]\b[^>]*?\bid=)"([^"]*)"', lambda m: f'{m.group(1)}"{m.group(2).lower()}"', page)
+
+def _nbconvert_site(proc, out, order, cfg):
+    "One HTML page per processed notebook with nbconvert's lab template, a chapter sidebar and rewritten links."
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+    c = Config()
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_input_tags = {'remove_input'}
+    exporter = HTMLExporter(config=c, template_name='lab', extra_loaders=[DictLoader({'cardiac_site.html.j2': _TEMPLATE})],
+                            template_file='cardiac_site.html.j2', embed_images=True)
+    names = {rel: page_name(rel) for rel in order}
+    pages = []
+    for rel in order:
+        fm, nb = _prepare(nbformat.read(str(proc / rel), as_version=4))
+        pages.append((rel, fm, nb))
+    site_url = f"{cfg.doc_host}{cfg.doc_baseurl}".rstrip('/') + '/'
+    written = []
+    for rel, fm, nb in pages:
+        here = Path(names[rel]).parent
+        nav = [dict(href=os.path.relpath(names[r], here.as_posix() or '.'), title=f.get('title', Path(r).stem),
+                    current=r == rel) for r, f, _ in pages]
+        title = fm.get('title', Path(rel).stem)
+        resources = {'metadata': {'name': title, 'path': str((proc / rel).parent)},
+                     'site': dict(engine='nbconvert', css=_CSS, pages=nav, title=cfg.title, page_title=title,
+                                  description=fm.get('description', ''),
+                                  home=os.path.relpath('index.html', here.as_posix() or '.'))}
+        body, _ = exporter.from_notebook_node(nb, resources=resources)
+        dest = out / names[rel]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_rewrite_links(body, names[rel], names, site_url), encoding='utf-8')
+        written.append(dest)
+    return written
+
+def _quarto_site(proc, out, cfg):
+    "Render the processed notebooks with Quarto, as `nbdev_docs` does, into `out`."
+    subprocess.run(['quarto', 'render', '--no-cache'], cwd=proc, check=True)
+    built = proc / cfg.doc_path.name
+    if out.exists(): shutil.rmtree(out)
+    shutil.move(str(built), str(out))
+    return sorted(out.rglob('*.html'))
+
+def build_site(out=None, engine=None, proc=None, nbs=None, force=False):
+    "Build the documentation site into `out` (default `_docs`): Quarto when installed, else nbconvert; returns (engine, pages)."
+    cfg = _config()
+    nbs = Path(nbs or cfg.nbs_path)
+    out = Path(out or cfg.config_path / cfg.doc_path.name).resolve()
+    engine = engine or ('quarto' if shutil.which('quarto') else 'nbconvert')
+    if engine not in ('quarto', 'nbconvert'): raise DocsError(f"engine: {engine!r} is neither 'quarto' nor 'nbconvert'")
+    if engine == 'quarto' and not shutil.which('quarto'): raise DocsError("engine 'quarto': no quarto binary on PATH")
+    proc = process_notebooks(proc, nbs, force=force)
+    if engine == 'quarto': return engine, _quarto_site(proc, out, cfg)
+    order = sidebar_notebooks(nbs)
+    missing = [r for r in order if not (proc / r).exists()]
+    if missing: raise DocsError(f"{proc}: processed notebooks missing: {missing}")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.rglob('*.html'): old.unlink()  # pages of renamed or removed chapters
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return engine, _nbconvert_site(proc, out, order, cfg)
