@@ -155,7 +155,8 @@ body.jp-Notebook { margin: 0; padding: 0; }
 #site-nav a.chapter.active { background: #2a6db0; color: #fff; }
 #site-nav .site-engine { color: #888; font-size: 12px; margin-top: 2em; }
 main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizing: border-box; }
-.page-header .title { margin-bottom: .2em; }
+.page-header .title { margin-bottom: .2em; font-family: system-ui, sans-serif; }
+.jp-RenderedMarkdown p:has(> a[href*="/blob/"]:only-child) { float: right; margin: 0; font-size: smaller; }
 .page-header .description { color: #555; font-size: 1.1em; margin-top: 0; }
 .jp-RenderedMarkdown table { border-collapse: collapse; }
 .jp-RenderedHTMLCommon blockquote { border-left: 3px solid #ccc; margin-left: 0; padding-left: 1em; color: #444; }
@@ -163,6 +164,11 @@ main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizi
 """
 
 _re_dir = re.compile(r'^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$')
+_re_attrs = re.compile(r'(\]\([^)\s]*\))\{[^{}\n]*\}')  # Pandoc's [text](url){target="_blank"}: Quarto only
+
+def _plain_markdown(md):
+    "Markdown without Pandoc link attributes, which other renderers print as text."
+    return _re_attrs.sub(r'\1', md) if isinstance(md, str) else [_re_attrs.sub(r'\1', l) for l in md]
 
 def _prepare(nb):
     "Turn a processed notebook's Quarto conventions into plain notebook ones: (frontmatter, notebook)."
@@ -173,6 +179,7 @@ def _prepare(nb):
     cells = []
     for c in nb.cells:
         if c.cell_type == 'raw': continue  # raw cells are for Quarto's other formats
+        if c.cell_type == 'markdown': c.source = _plain_markdown(c.source)
         if c.cell_type == 'code':
             lines, opts = c.source.splitlines(), {}
             while lines and _re_dir.match(lines[0]):
@@ -183,6 +190,8 @@ def _prepare(nb):
             if opts.get('echo') == 'false' or not c.source: tags.add('remove_input')
             if opts.get('output') == 'false': c.outputs = []
             if not c.source and not c.outputs: continue
+            for o in c.outputs:
+                if 'text/markdown' in o.get('data', {}): o.data['text/markdown'] = _plain_markdown(o.data['text/markdown'])
             c.metadata['tags'] = sorted(tags)
         cells.append(c)
     nb.cells = cells
@@ -213,7 +222,8 @@ def _nbconvert_site(proc, out, order, cfg):
     c.TagRemovePreprocessor.enabled = True
     c.TagRemovePreprocessor.remove_input_tags = {'remove_input'}
     exporter = HTMLExporter(config=c, template_name='lab', extra_loaders=[DictLoader({'cardiac_site.html.j2': _TEMPLATE})],
-                            template_file='cardiac_site.html.j2', embed_images=True)
+                            template_file='cardiac_site.html.j2', embed_images=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
     names = {rel: page_name(rel) for rel in order}
     pages = []
     for rel in order:
