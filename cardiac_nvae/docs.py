@@ -1,18 +1,30 @@
 """The documentation site: nbdev's notebook processing, then Quarto where it is installed, else nbconvert's HTML exporter."""
 from __future__ import annotations
 import ast, contextlib, io, os, re, shutil, subprocess, uuid, warnings
+from collections import namedtuple
 from pathlib import Path
 
 import yaml
 
-__all__ = ['DocsError', 'sidebar_notebooks', 'page_name', 'process_notebooks', 'split_import_cells', 'build_site']
+__all__ = ['DocsError', 'Site', 'sidebar_notebooks', 'page_name', 'process_notebooks', 'split_import_cells', 'build_site']
 
 class DocsError(RuntimeError):
     "A notebook that nbdev's documentation processing cannot handle, or a site that cannot be built."
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 def _config():
     from nbdev.config import get_config
     return get_config()
+
+@contextlib.contextmanager
+def _in_project():
+    "Run nbdev (which finds settings.ini from the working directory) from this checkout's root."
+    if not (PROJECT_ROOT / 'settings.ini').exists():
+        raise DocsError(f"{PROJECT_ROOT}: no settings.ini: the docs are built from a clone of the project (pip install -e .)")
+    old = os.getcwd(); os.chdir(PROJECT_ROOT)
+    try: yield
+    finally: os.chdir(old)
 
 def page_name(nb_rel) -> str:
     "The page a notebook becomes (nbdev's rule, as Quarto names it): `00_data.ipynb` -> `data.html`."
@@ -22,6 +34,7 @@ def page_name(nb_rel) -> str:
 def _sidebar_yml(nbs) -> str:
     "The `sidebar.yml` that `nbdev_docs` generates from the notebooks in `nbs` (nothing is written)."
     from nbdev.quarto import nbdev_sidebar
+    if _config().custom_sidebar: return (Path(nbs) / 'sidebar.yml').read_text()  # the project keeps its own
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf): nbdev_sidebar.__wrapped__(path=nbs, printit=True, force=True)
     return buf.getvalue()
@@ -33,6 +46,7 @@ def _flatten(contents):
             if o.get('href'): yield o['href']
             yield from _flatten(o.get('contents', []))
 
+@_in_project()
 def sidebar_notebooks(nbs=None) -> list[str]:
     "Notebooks (relative to `nbs`) in the order of the Quarto sidebar, generated from the folder as `nbdev_docs` does."
     nbs = Path(nbs or _config().nbs_path)
@@ -44,6 +58,7 @@ def _nbdev_yml(cfg) -> str:
     vals = {k: cfg[k] for k in ['title', 'description', 'branch', 'git_url', 'doc_host', 'doc_baseurl']}
     return tpl.format(doc_path=cfg.doc_path.name, **vals)
 
+@_in_project()
 def process_notebooks(proc=None, nbs=None, force=False) -> Path:
     "Run nbdev's documentation processing (the `_proc` step of `nbdev_docs`, without installing Quarto) into `proc`."
     from nbdev.serve import _proc_file
@@ -255,21 +270,24 @@ def _quarto_site(proc, out, cfg):
     shutil.move(str(built), str(out))
     return sorted(out.rglob('*.html'))
 
-def build_site(out=None, engine=None, proc=None, nbs=None, force=False):
-    "Build the documentation site into `out` (default `_docs`): Quarto when installed, else nbconvert; returns (engine, pages)."
-    cfg = _config()
-    nbs = Path(nbs or cfg.nbs_path)
-    out = Path(out or cfg.config_path / cfg.doc_path.name).resolve()
-    engine = engine or ('quarto' if shutil.which('quarto') else 'nbconvert')
-    if engine not in ('quarto', 'nbconvert'): raise DocsError(f"engine: {engine!r} is neither 'quarto' nor 'nbconvert'")
-    if engine == 'quarto' and not shutil.which('quarto'): raise DocsError("engine 'quarto': no quarto binary on PATH")
-    proc = process_notebooks(proc, nbs, force=force)
-    if engine == 'quarto': return engine, _quarto_site(proc, out, cfg)
-    order = sidebar_notebooks(nbs)
-    missing = [r for r in order if not (proc / r).exists()]
-    if missing: raise DocsError(f"{proc}: processed notebooks missing: {missing}")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.rglob('*.html'): old.unlink()  # pages of renamed or removed chapters
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        return engine, _nbconvert_site(proc, out, order, cfg)
+Site = namedtuple('Site', 'engine out pages')
+
+def build_site(out=None, engine=None, proc=None, nbs=None, force=False) -> Site:
+    "Build the documentation site into `out` (default `_docs`): Quarto when installed, else nbconvert's HTML exporter."
+    out, proc, nbs = (Path(o).resolve() if o else None for o in (out, proc, nbs))  # before moving to the project root
+    with _in_project():
+        cfg = _config()
+        nbs, out = nbs or cfg.nbs_path, out or cfg.config_path / cfg.doc_path.name
+        engine = engine or ('quarto' if shutil.which('quarto') else 'nbconvert')
+        if engine not in ('quarto', 'nbconvert'): raise DocsError(f"engine: {engine!r} is neither 'quarto' nor 'nbconvert'")
+        if engine == 'quarto' and not shutil.which('quarto'): raise DocsError("engine 'quarto': no quarto binary on PATH")
+        proc = process_notebooks(proc, nbs, force=force)
+        if engine == 'quarto': return Site(engine, out, _quarto_site(proc, out, cfg))
+        order = sidebar_notebooks(nbs)
+        missing = [r for r in order if not (proc / r).exists()]
+        if missing: raise DocsError(f"{proc}: processed notebooks missing: {missing}")
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.rglob('*.html'): old.unlink()  # pages of renamed or removed chapters
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            return Site(engine, out, _nbconvert_site(proc, out, order, cfg))
