@@ -25,6 +25,28 @@ def test_split_import_cells_moves_imports_before_the_code(tmp_path):
                    "#| export\nimport os\nx = 1", "import os; x = 1", "import os\nimport sys"]
     assert _split_source("if a:\n    import os\n") is None  # nested imports are left to the author
 
+def mixed_import_cells(nb_path):
+    "Code cells that nbdev's doc processing would execute (they import) although they hold other code too."
+    import ast, nbformat
+    from cardiac_nvae.docs import _is_import
+    bad = []
+    for i, c in enumerate(nbformat.read(str(nb_path), as_version=4).cells):
+        if c.cell_type != 'code' or 'nbdev_export()' in c.source: continue
+        if any(l.startswith('#|') and l.split('|', 1)[1].split()[:1] in (['export'], ['exports'], ['exporti'], ['exec_doc'])
+               or l.replace(' ', '') == '#|eval:false' for l in c.source.splitlines()): continue
+        try: body = ast.parse(c.source).body
+        except SyntaxError: continue
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(ast.Module(body, []))) \
+           and not all(_is_import(n) for n in body): bad.append(i)
+    return bad
+
+@pytest.mark.parametrize('nb', sorted(NBS.glob('*.ipynb')), ids=lambda p: p.stem)
+def test_no_cell_mixes_imports_with_code(nb):
+    "nbdev's doc processing executes every cell that imports, without the cells before it: it fails, or runs experiments."
+    bad = mixed_import_cells(nb)
+    assert not bad, (f"{nb.name}: cells {bad} mix imports with other code; move the imports into a cell of their own: "
+                     f"python -c \"from cardiac_nvae.docs import split_import_cells; print(split_import_cells('{nb.relative_to(ROOT)}'))\"")
+
 def chapters_in_nbs():
     "The notebooks the site must show: every notebook in nbs/ that nbdev does not skip."
     return sorted(p.name for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
