@@ -101,17 +101,16 @@ def _split_source(src):
     "(imports, rest) of a cell's source, or None when its imports cannot be moved to a cell of their own."
     lines = src.splitlines(keepends=True)
     dirs = [l for l in lines if l.startswith('#|')]
-    if any(re.match(r'#\|\s*(export|exporti|exports|exec_doc)\b', l) for l in dirs) or 'nbdev_export()' in src: return None
+    if any(re.match(r'#\|\s*(export|exporti|exports|exec_doc\b|eval:\s*false)', l) for l in dirs): return None  # run or skipped anyway
+    if 'nbdev_export()' in src: return None
     try: body = ast.parse(src).body
     except SyntaxError: return None
     imps = [n for n in body if _is_import(n)]
     others = [n for n in body if not _is_import(n)]
     if not imps or not others: return None
-    spans = [set(range(n.lineno - 1, n.end_lineno)) for n in imps]
-    taken = set().union(*spans)
+    taken = {i for n in imps for i in range(n.lineno - 1, n.end_lineno)}
     if any(set(range(n.lineno - 1, n.end_lineno)) & taken for n in others): return None  # `import x; y()` on one line
-    head = ''.join(dirs)
-    imports = head + ''.join(lines[i] for i in sorted(taken)).rstrip('\n')
+    imports = ''.join(dirs) + ''.join(lines[i] for i in sorted(taken)).rstrip('\n')
     rest = ''.join(l for i, l in enumerate(lines) if i not in taken).strip('\n')
     return imports, rest
 
