@@ -74,7 +74,10 @@ def process_notebooks(proc=None, nbs=None, force=False) -> Path:
     todo = [o for o in (_proc_file(f, cache=proc, path=nbs, mtime=proc.stat().st_mtime) for f in files) if o]
     failed, in_test = [], os.environ.get('IN_TEST')
     for o in todo:
-        try: serve_drv.main(o)
+        try:
+            with warnings.catch_warnings():  # nbdev's FAQ warning for `try: import ... except: fallback` cells, which run fine
+                warnings.filterwarnings('ignore', 'Found cells containing imports and other code')
+                serve_drv.main(o)
         except Exception as e:
             cause = e.__cause__ or e
             failed.append(f"{o[0].name}: {str(e).splitlines()[0]}\n    {type(cause).__name__}: {cause}")
@@ -171,7 +174,7 @@ body.jp-Notebook { margin: 0; padding: 0; }
 main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizing: border-box; }
 .page-header .title { margin-bottom: .2em; font-family: system-ui, sans-serif; }
 .jp-RenderedMarkdown p:has(> a[href*="/blob/"]:only-child) { float: right; margin: 0; font-size: smaller; }
-.page-header .description { color: #555; font-size: 1.1em; margin-top: 0; }
+.page-header .description { font-family: system-ui, sans-serif; color: #555; font-size: 1.1em; margin-top: 0; }
 .jp-RenderedMarkdown table { border-collapse: collapse; }
 .jp-RenderedHTMLCommon blockquote { border-left: 3px solid #ccc; margin-left: 0; padding-left: 1em; color: #444; }
 .jp-RenderedHTMLCommon hr { border: 0; border-top: 1px solid #ddd; }

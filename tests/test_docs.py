@@ -47,6 +47,11 @@ def test_no_cell_mixes_imports_with_code(nb):
     assert not bad, (f"{nb.name}: cells {bad} mix imports with other code; move the imports into a cell of their own: "
                      f"python -c \"from cardiac_nvae.docs import split_import_cells; print(split_import_cells('{nb.relative_to(ROOT)}'))\"")
 
+def test_cli_has_a_docs_command():
+    from cardiac_nvae.cli import build_parser, cmd_docs
+    args = build_parser().parse_args(['docs', '--out', 'site', '--engine', 'nbconvert'])
+    assert args.func is cmd_docs and args.out == 'site' and args.engine == 'nbconvert' and not args.force
+
 def chapters_in_nbs():
     "The notebooks the site must show: every notebook in nbs/ that nbdev does not skip."
     return sorted(p.name for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
