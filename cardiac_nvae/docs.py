@@ -176,6 +176,7 @@ main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizi
 .jp-RenderedMarkdown p:has(> a[href*="/blob/"]:only-child) { float: right; margin: 0; font-size: smaller; }
 .page-header .description { font-family: system-ui, sans-serif; color: #555; font-size: 1.1em; margin-top: 0; }
 .jp-RenderedMarkdown table { border-collapse: collapse; }
+math { font-size: 1.15em; }
 .jp-RenderedHTMLCommon blockquote { border-left: 3px solid #ccc; margin-left: 0; padding-left: 1em; color: #444; }
 .jp-RenderedHTMLCommon hr { border: 0; border-top: 1px solid #ddd; }
 """
@@ -187,16 +188,31 @@ def _plain_markdown(md):
     "Markdown without Pandoc link attributes, which other renderers print as text."
     return _re_attrs.sub(r'\1', md) if isinstance(md, str) else [_re_attrs.sub(r'\1', l) for l in md]
 
+_re_code = re.compile(r'(```.*?```|`[^`\n]*`)', re.S)
+_re_math = re.compile(r'\$\$(.+?)\$\$|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<!\s)\$(?![\w$])', re.S)
+
+def _math_to_tokens(md, maths):
+    "Replace TeX between dollars (outside code) by tokens that `_tokens_to_mathml` turns into MathML after rendering."
+    from latex2mathml.converter import convert
+    def one(m):
+        try: maths.append(convert(m.group(1) or m.group(2), display='block' if m.group(1) else 'inline'))
+        except Exception: return m.group(0)  # not TeX after all: leave the text as written
+        return f'cnvmath{len(maths) - 1}x'
+    return ''.join(part if i % 2 else _re_math.sub(one, part) for i, part in enumerate(_re_code.split(md)))
+
+def _tokens_to_mathml(page, maths):
+    return re.sub(r'cnvmath(\d+)x', lambda m: maths[int(m.group(1))], page)
+
 def _prepare(nb):
-    "Turn a processed notebook's Quarto conventions into plain notebook ones: (frontmatter, notebook)."
-    fm = {}
+    "Turn a processed notebook's Quarto conventions into plain notebook ones: (frontmatter, notebook, MathML of its TeX)."
+    fm, maths = {}, []
     if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.lstrip().startswith('---'):
         fm = yaml.safe_load(nb.cells[0].source.strip().strip('-')) or {}
         nb.cells = nb.cells[1:]
     cells = []
     for c in nb.cells:
         if c.cell_type == 'raw': continue  # raw cells are for Quarto's other formats
-        if c.cell_type == 'markdown': c.source = _plain_markdown(c.source)
+        if c.cell_type == 'markdown': c.source = _math_to_tokens(_plain_markdown(c.source), maths)
         if c.cell_type == 'code':
             lines, opts = c.source.splitlines(), {}
             while lines and _re_dir.match(lines[0]):
@@ -212,7 +228,7 @@ def _prepare(nb):
             c.metadata['tags'] = sorted(tags)
         cells.append(c)
     nb.cells = cells
-    return fm, nb
+    return fm, nb, maths
 
 def _rewrite_links(page, rel, names, site_url):
     "Point links at notebooks and at the published site to the pages of this build; lower-case heading ids as Quarto does."
@@ -244,14 +260,13 @@ def _nbconvert_site(proc, out, order, cfg):
     names = {rel: page_name(rel) for rel in order}
     pages = []
     for rel in order:
-        fm, nb = _prepare(nbformat.read(str(proc / rel), as_version=4))
-        pages.append((rel, fm, nb))
+        pages.append((rel, *_prepare(nbformat.read(str(proc / rel), as_version=4))))
     site_url = f"{cfg.doc_host}{cfg.doc_baseurl}".rstrip('/') + '/'
     written = []
-    for rel, fm, nb in pages:
+    for rel, fm, nb, maths in pages:
         here = Path(names[rel]).parent
         nav = [dict(href=os.path.relpath(names[r], here.as_posix() or '.'), title=f.get('title', Path(r).stem),
-                    current=r == rel) for r, f, _ in pages]
+                    current=r == rel) for r, f, *_ in pages]
         title = fm.get('title', Path(rel).stem)
         resources = {'metadata': {'name': title, 'path': str((proc / rel).parent)},
                      'site': dict(engine='nbconvert', css=_CSS, pages=nav, title=cfg.title, page_title=title,
@@ -260,7 +275,7 @@ def _nbconvert_site(proc, out, order, cfg):
         body, _ = exporter.from_notebook_node(nb, resources=resources)
         dest = out / names[rel]
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_rewrite_links(body, names[rel], names, site_url), encoding='utf-8')
+        dest.write_text(_tokens_to_mathml(_rewrite_links(body, names[rel], names, site_url), maths), encoding='utf-8')
         written.append(dest)
     return written
 

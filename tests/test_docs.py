@@ -81,10 +81,11 @@ class Chromium:
     "Just enough of the DevTools protocol: open a page, collect console errors, evaluate, screenshot."
     def __init__(self, profile):
         import websocket
+        port_file = Path(profile) / 'DevToolsActivePort'
+        port_file.unlink(missing_ok=True)  # a previous browser's port
         self.proc = subprocess.Popen([CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                                       '--window-size=1280,900', '--remote-debugging-port=0', f'--user-data-dir={profile}',
                                       'about:blank'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = Path(profile) / 'DevToolsActivePort'
         for _ in range(300):
             if port_file.exists() and len(port_file.read_text().split()) == 2: break
             if self.proc.poll() is not None: raise RuntimeError(f'{CHROMIUM} exited with {self.proc.returncode}')
@@ -151,11 +152,11 @@ class Chromium:
             try: self.proc.wait(10)
             except subprocess.TimeoutExpired: self.proc.kill()
 
-def check_site(site, shots):
-    "Open every page of `site` in Chromium, screenshot each into `shots`; returns {page: info} and a list of problems."
+def check_site(site, shots, profile):
+    "Open every page of `site` in Chromium (profile folder `profile`), screenshot each into `shots`; returns {page: info}, problems."
     shots.mkdir(parents=True, exist_ok=True)
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html') if shots not in p.parents)
-    browser = Chromium(shots.parent / '.chromium-profile')
+    browser = Chromium(profile)
     try: seen = {p: browser.visit((site / p).as_uri(), shots / (p.replace('/', '_')[:-5] + '.png')) for p in pages}
     finally: browser.close()
     problems = []
@@ -179,10 +180,10 @@ def site(tmp_path_factory):
     t = time.time()
     site = build_site(out / 'site', proc=out / '_proc')
     print(f'{site.engine}: {len(site.pages)} pages in {time.time() - t:.0f} s')
-    return site.engine, site.out
+    return site.engine, site.out, out / 'chromium-profile'
 
 def test_site_has_one_page_per_notebook(site):
-    engine, d = site
+    engine, d, _ = site
     assert engine in ('nbconvert', 'quarto')
     expected = {page_name(n) for n in chapters_in_nbs()}
     assert expected <= {p.relative_to(d).as_posix() for p in d.rglob('*.html')}
@@ -190,8 +191,8 @@ def test_site_has_one_page_per_notebook(site):
 def test_every_page_works_in_headless_chromium(site):
     if CHROMIUM is None:  # CI must not pass by skipping: .ci/run installs it
         (pytest.fail if os.environ.get('CI') else pytest.skip)('no chromium on PATH: apt-get install -y chromium')
-    engine, d = site
-    seen, problems = check_site(d, d / '_screenshots')
+    engine, d, profile = site
+    seen, problems = check_site(d, d / '_screenshots', profile)
     assert not problems, '\n'.join(problems[:40])
     order = [page_name(n) for n in sidebar_notebooks(NBS)]
     for p in order:
