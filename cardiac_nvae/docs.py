@@ -282,10 +282,20 @@ def _nbconvert_site(proc, out, order, cfg):
 def _quarto_site(proc, out, cfg):
     "Render the processed notebooks with Quarto, as `nbdev_docs` does, into `out`."
     subprocess.run(['quarto', 'render', '--no-cache'], cwd=proc, check=True)
-    built = proc / cfg.doc_path.name
-    if out.exists(): shutil.rmtree(out)
-    shutil.move(str(built), str(out))
+    shutil.rmtree(out)
+    shutil.move(str(proc / cfg.doc_path.name), str(out))
+    (out / _MARK).write_text('built by cardiac-nvae docs; rebuilt in full each time\n')
     return sorted(out.rglob('*.html'))
+
+_MARK = '.cardiac-nvae-docs'  # in a folder this module built, which a rebuild may therefore empty
+
+def _clear_out(out, default):
+    "Empty `out` for a new build, refusing a folder of other files (a mistyped --out must not lose them)."
+    if out.exists() and any(out.iterdir()) and not (out / _MARK).exists() and out != default:
+        raise DocsError(f"{out}: not empty and not a site built by `cardiac-nvae docs`: choose another --out")
+    if out.exists(): shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / _MARK).write_text('built by cardiac-nvae docs; rebuilt in full each time\n')
 
 Site = namedtuple('Site', 'engine out pages')
 
@@ -294,17 +304,17 @@ def build_site(out=None, engine=None, proc=None, nbs=None, force=False) -> Site:
     out, proc, nbs = (Path(o).resolve() if o else None for o in (out, proc, nbs))  # before moving to the project root
     with _in_project():
         cfg = _config()
-        nbs, out = nbs or cfg.nbs_path, out or cfg.config_path / cfg.doc_path.name
+        default = cfg.config_path / cfg.doc_path.name  # nbdev_docs' own output folder
+        nbs, out = nbs or cfg.nbs_path, out or default
         engine = engine or ('quarto' if shutil.which('quarto') else 'nbconvert')
         if engine not in ('quarto', 'nbconvert'): raise DocsError(f"engine: {engine!r} is neither 'quarto' nor 'nbconvert'")
         if engine == 'quarto' and not shutil.which('quarto'): raise DocsError("engine 'quarto': no quarto binary on PATH")
+        _clear_out(out, default)
         proc = process_notebooks(proc, nbs, force=force)
         if engine == 'quarto': return Site(engine, out, _quarto_site(proc, out, cfg))
         order = sidebar_notebooks(nbs)
         missing = [r for r in order if not (proc / r).exists()]
         if missing: raise DocsError(f"{proc}: processed notebooks missing: {missing}")
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.rglob('*.html'): old.unlink()  # pages of renamed or removed chapters
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             return Site(engine, out, _nbconvert_site(proc, out, order, cfg))

@@ -52,6 +52,15 @@ def test_cli_has_a_docs_command():
     args = build_parser().parse_args(['docs', '--out', 'site', '--engine', 'nbconvert'])
     assert args.func is cmd_docs and args.out == 'site' and args.engine == 'nbconvert' and not args.force
 
+def test_build_refuses_a_folder_of_other_files(tmp_path):
+    from cardiac_nvae.docs import DocsError, _clear_out
+    (tmp_path / 'thesis.tex').write_text('mine')
+    with pytest.raises(DocsError, match='not a site built by'): _clear_out(tmp_path, default=tmp_path / '_docs')
+    assert (tmp_path / 'thesis.tex').exists()
+    site = tmp_path / 'site'
+    _clear_out(site, default=None); (site / 'old.html').write_text('x'); _clear_out(site, default=None)
+    assert [p.name for p in site.iterdir()] == ['.cardiac-nvae-docs']  # a rebuild drops pages of removed chapters
+
 def chapters_in_nbs():
     "The notebooks the site must show: every notebook in nbs/ that nbdev does not skip."
     return sorted(p.name for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
