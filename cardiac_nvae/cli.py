@@ -117,6 +117,14 @@ def cmd_demo(args):
     out = run_chapter('00_data', {'data_root': str(root)}, args.name, args.runs_dir, not args.quiet)
     print(f"executed notebook: {out / find_notebook('00_data').name}\nrun folder (outputs, record.json): {out}")
 
+def cmd_docs(args):
+    "Build the documentation site: Quarto when installed, else nbconvert's HTML exporter."
+    from .docs import DocsError, build_site
+    try: site = build_site(args.out, engine=args.engine, force=args.force)
+    except DocsError as e: raise SystemExit(f"error: {e}") from None
+    why = '' if site.engine == 'quarto' else ' (Quarto is not installed)' if args.engine is None else ''
+    print(f"built {len(site.pages)} pages with {site.engine}{why}: open {site.out / 'index.html'}")
+
 def build_parser():
     ap = argparse.ArgumentParser(prog='cardiac-nvae', description='Cardiac shape analysis with hierarchical VAEs.')
     sub = ap.add_subparsers(dest='command', required=True)
@@ -136,6 +144,10 @@ def build_parser():
     d.add_argument('--seed', type=int, default=0); d.add_argument('--name', default=None)
     d.add_argument('--runs-dir', default='runs'); d.add_argument('--quiet', action='store_true')
     d.set_defaults(func=cmd_demo)
+    o = sub.add_parser('docs', help='build the documentation site (Quarto when installed, else nbconvert)')
+    o.add_argument('--out', help='site folder (default: _docs)'); o.add_argument('--engine', choices=['quarto', 'nbconvert'])
+    o.add_argument('--force', action='store_true', help="reprocess every notebook (nbdev's _proc cache)")
+    o.set_defaults(func=cmd_docs)
     return ap
 
 def main(argv=None):
