@@ -15,13 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['DEFAULT_N', 'LATENTSKIP_N', 'NVAE_CONFIGS', 'BETA_ORDERS', 'SR_MODULES', 'SqueezeExcite', 'EncoderCell',
-           'DecoderCell', 'residual_block', 'EncoderCombiner', 'DecoderCombiner', 'soft_clamp', 'DiagonalNormal',
-           'NVAEConfig', 'nvae_config', 'NVAE', 'eval_mode', 'count_parameters', 'encode_means',
+__all__ = ['DEFAULT_N', 'LATENTSKIP_N', 'NVAE_CONFIGS', 'BETA_ORDERS', 'SR_MODULES', 'SWEEP_COLUMNS', 'SqueezeExcite',
+           'EncoderCell', 'DecoderCell', 'residual_block', 'EncoderCombiner', 'DecoderCombiner', 'soft_clamp',
+           'DiagonalNormal', 'NVAEConfig', 'nvae_config', 'NVAE', 'eval_mode', 'count_parameters', 'encode_means',
            'kl_balance_coefficients', 'group_alpha', 'betas_top_first', 'weighted_kl', 'spectral_modules',
            'SpectralRegulariser', 'NVAETerms', 'WarmupSchedule', 'NVAEWarmup', 'nvae_learner', 'fit_nvae',
-           'reconstruct_masks', 'generate_masks', 'readjust_batchnorm', 'layer_ablation', 'interpolate_masks',
-           'beta_sweep_table']
+           'reconstruct_masks', 'generate_masks', 'readjust_batchnorm', 'generation_metrics', 'score_nvae',
+           'layer_ablation', 'temperature_study', 'empty_warning', 'interpolate_masks', 'nvae_config_from_record',
+           'load_nvae_run', 'beta_sweep_table']
 
 # %% ../nbs/04_nvae.ipynb #194e7313
 class SqueezeExcite(nn.Module):
@@ -424,7 +425,7 @@ def fit_nvae(learn, epochs, lr=1e-2, lr_min=1e-4):
 # %% ../nbs/04_nvae.ipynb #7055f6a9
 from .data import one_hot
 from .metrics import score_volumes
-from .validity import percent_valid
+from .validity import percent_valid, generation_validity
 
 def _batches(n, bs): return [(i, min(i + bs, n)) for i in range(0, n, bs)]
 
@@ -456,33 +457,89 @@ def readjust_batchnorm(model, n_batches=20, bs=64, temperature=1.0):
         if isinstance(m, nn.BatchNorm2d): m.momentum = 0.05
     return model.eval()
 
-def layer_ablation(model, masks, meta, n_generate=256, seed=0):
-    "Table 6.3: 3D Dice of reconstructions and % AV of generations with the top 1..all latent layers active."
-    rows = []
-    for k in reversed(range(1, model.config.n_latent_layers + 1)):
-        torch.manual_seed(seed)
-        vols = score_volumes(reconstruct_masks(model, masks, active_layers=k), masks, meta)
-        gen = generate_masks(model, n_generate, sample_layers=k)
-        rows.append(dict(active_layers=k, **vols[['all', 'RV', 'MYO', 'LV']].mean().to_dict(), FRDS=np.nan, AV=percent_valid(gen)))
+def generation_metrics(masks, frds=None):
+    "FRDS (when a callable `frds(masks)` is given), % AV, share of empty masks, % AV of the non-empty ones, and whether most are empty."
+    v = generation_validity(masks)
+    return {'FRDS': float(frds(masks)) if frds is not None else np.nan, 'AV': v['pct_valid'], 'empty %': v['pct_empty'],
+            'AV non-empty': v['pct_valid_nonempty'], 'mostly empty': bool(v['mostly_empty'])}
+
+def score_nvae(model, masks, meta, n_generate=256, seed=0, frds=None, active_layers=None):
+    "Table 6.1 metrics: mean 3D Dice of reconstructions of `masks` and `generation_metrics` of `n_generate` samples; and the masks."
+    torch.manual_seed(seed)
+    recon = reconstruct_masks(model, masks, active_layers=active_layers)
+    vols = score_volumes(recon, masks, meta)
+    gen = generate_masks(model, n_generate, sample_layers=active_layers)
+    row = {**vols[['all', 'RV', 'MYO', 'LV']].mean().to_dict(), **generation_metrics(gen, frds)}
+    return row, dict(recon=recon, volumes=vols, generated=gen)
+
+def layer_ablation(model, masks, meta, n_generate=256, seed=0, frds=None):
+    "Table 6.3: 3D Dice of reconstructions and generation metrics (FRDS, % AV, empty share) with the top 1..all latent layers active."
+    rows = [dict(active_layers=k, **score_nvae(model, masks, meta, n_generate, seed, frds, active_layers=k)[0])
+            for k in reversed(range(1, model.config.n_latent_layers + 1))]
     return pd.DataFrame(rows)
+
+def temperature_study(model, temperatures=(0.5, 0.7, 1.0), n_generate=256, seed=0, frds=None):
+    "Figure 6.5: generation metrics (FRDS, % AV, empty share) at each temperature; returns the table and the generations."
+    gens = {}
+    for t in temperatures:
+        torch.manual_seed(seed)
+        gens[t] = generate_masks(model, n_generate, temperature=t)
+    table = pd.DataFrame({t: generation_metrics(g, frds) for t, g in gens.items()}).T.rename_axis('temperature')
+    return table, gens
+
+def empty_warning(table, what='generations'):
+    "A sentence naming the rows of a metrics table whose generations are mostly empty (empty masks count as valid); '' if none."
+    rows = [str(i) for i, e in table['mostly empty'].items() if e]
+    return (f"Most {what} are empty masks in: {'; '.join(rows)}. Empty masks count as anatomically valid, so read "
+            f"'AV non-empty' there, not 'AV'.") if rows else ''
 
 @torch.no_grad()
 def interpolate_masks(model, mask_a, mask_b, steps=7):
     "Latent traversal (figure 6.7): decode linear blends of every group's posterior mean between two masks."
-    model.eval(); dev = next(model.parameters()).device
+    dev = next(model.parameters()).device
     codes = encode_means(model, np.stack([mask_a, mask_b]))
     za, zb = [z[:1].to(dev) for z in codes], [z[1:].to(dev) for z in codes]
-    out = [model.decode_latents([(1 - t) * a + t * b for a, b in zip(za, zb)]).argmax(1) for t in np.linspace(0, 1, steps)]
+    with eval_mode(model):
+        out = [model.decode_latents([(1 - t) * a + t * b for a, b in zip(za, zb)]).argmax(1) for t in np.linspace(0, 1, steps)]
     return torch.cat(out).cpu().numpy().astype(np.uint8)
 
+
+# %% ../nbs/04_nvae.ipynb #a7336946
+import json
+from pathlib import Path
+from .train import find_run, check_run, load_run_weights
+
+def _recorded(rec, key, default=None):
+    "A record's value for `key`: top level first, then its params (as `train.check_run` looks it up)."
+    return rec[key] if key in rec else (rec.get('params') or {}).get(key, default)
+
+def nvae_config_from_record(rec):
+    "The `NVAEConfig` a 04_nvae record describes: its `architecture` when recorded, else its config name and clamp."
+    arch = _recorded(rec, 'architecture')
+    if arch: return NVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+    return nvae_config(_recorded(rec, 'config'), clamp=bool(_recorded(rec, 'clamp', False)))
+
+def load_nvae_run(run, expect=None, by=None, runs_dir=None, device='cpu'):
+    "The trained NVAE of a 04_nvae run (name or folder) and its record: record checked against `expect`, weights loaded weights_only."
+    path = find_run(run, runs_dir)
+    rec = check_run(path, chapter='04_nvae', expect=expect, by=by)
+    try: model = NVAE(nvae_config_from_record(rec))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"run {path}: its record does not describe an NVAE ({e})") from e
+    load_run_weights(model, path)
+    return model.to(device).eval(), rec
+
+SWEEP_COLUMNS = ['run', 'config', 'beta', 'betas', 'beta_order', 'epochs', 'train_size', 'encoder']
+
 def beta_sweep_table(runs_dir='runs'):
-    "Metrics of every NVAE run record under `runs_dir` (one row per run), sorted by beta: the sweep of thesis 6.1.5."
-    from pathlib import Path
-    import json
+    "One row per 04_nvae record under `runs_dir`: config, betas, epochs, training-set size, FRDS encoder and metrics, sorted by beta."
     rows = []
     for f in sorted(Path(runs_dir).glob('**/record.json')):
-        rec = json.loads(f.read_text())
-        p, m = rec.get('params') or {}, rec.get('metrics') or {}
-        if p.get('chapter') != '04_nvae': continue
-        rows.append(dict(run=str(f.parent), config=p.get('config'), beta=p.get('beta'), betas=p.get('betas'), **m))
-    return pd.DataFrame(rows).sort_values('beta') if rows else pd.DataFrame(columns=['run', 'config', 'beta'])
+        try: rec = json.loads(f.read_text())
+        except ValueError as e: raise ValueError(f"{f}: unreadable run record ({e})") from e
+        if _recorded(rec, 'chapter') != '04_nvae': continue
+        metrics = {k: v for k, v in (rec.get('metrics') or {}).items() if not isinstance(v, (list, dict))}
+        rows.append(dict(run=f.parent.name, **{k: _recorded(rec, k) for k in SWEEP_COLUMNS[1:-1]},
+                         encoder=(_recorded(rec, 'encoder_hash') or '')[:8], **metrics))
+    if not rows: return pd.DataFrame(columns=SWEEP_COLUMNS)
+    return pd.DataFrame(rows).sort_values('beta', na_position='last', kind='stable').reset_index(drop=True)
