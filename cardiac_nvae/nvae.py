@@ -489,8 +489,8 @@ def temperature_study(model, temperatures=(0.5, 0.7, 1.0), n_generate=256, seed=
 
 def empty_warning(table, what='generations'):
     "A sentence naming the rows of a metrics table whose generations are mostly empty (empty masks count as valid); '' if none."
-    rows = [str(i) for i, e in table['mostly empty'].items() if e]
-    return (f"Most {what} are empty masks in: {'; '.join(rows)}. Empty masks count as anatomically valid, so read "
+    rows = [(f"{table.index.name} = {i}" if table.index.name else str(i)) for i, e in table['mostly empty'].items() if e]
+    return (f"Most {what} are empty masks for {'; '.join(rows)}. Empty masks count as anatomically valid, so read "
             f"'AV non-empty' there, not 'AV'.") if rows else ''
 
 @torch.no_grad()
@@ -505,19 +505,14 @@ def interpolate_masks(model, mask_a, mask_b, steps=7):
 
 
 # %% ../nbs/04_nvae.ipynb #a7336946
-import json
 from pathlib import Path
-from .train import find_run, check_run, load_run_weights
-
-def _recorded(rec, key, default=None):
-    "A record's value for `key`: top level first, then its params (as `train.check_run` looks it up)."
-    return rec[key] if key in rec else (rec.get('params') or {}).get(key, default)
+from .train import find_run, check_run, load_run_weights, read_record, recorded
 
 def nvae_config_from_record(rec):
     "The `NVAEConfig` a 04_nvae record describes: its `architecture` when recorded, else its config name and clamp."
-    arch = _recorded(rec, 'architecture')
+    arch = recorded(rec, 'architecture')
     if arch: return NVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
-    return nvae_config(_recorded(rec, 'config'), clamp=bool(_recorded(rec, 'clamp', False)))
+    return nvae_config(recorded(rec, 'config'), clamp=bool(recorded(rec, 'clamp', False)))
 
 def load_nvae_run(run, expect=None, by=None, runs_dir=None, device='cpu'):
     "The trained NVAE of a 04_nvae run (name or folder) and its record: record checked against `expect`, weights loaded weights_only."
@@ -535,11 +530,10 @@ def beta_sweep_table(runs_dir='runs'):
     "One row per 04_nvae record under `runs_dir`: config, betas, epochs, training-set size, FRDS encoder and metrics, sorted by beta."
     rows = []
     for f in sorted(Path(runs_dir).glob('**/record.json')):
-        try: rec = json.loads(f.read_text())
-        except ValueError as e: raise ValueError(f"{f}: unreadable run record ({e})") from e
-        if _recorded(rec, 'chapter') != '04_nvae': continue
+        rec = read_record(f.parent)
+        if recorded(rec, 'chapter') != '04_nvae': continue
         metrics = {k: v for k, v in (rec.get('metrics') or {}).items() if not isinstance(v, (list, dict))}
-        rows.append(dict(run=f.parent.name, **{k: _recorded(rec, k) for k in SWEEP_COLUMNS[1:-1]},
-                         encoder=(_recorded(rec, 'encoder_hash') or '')[:8], **metrics))
+        rows.append(dict(run=f.parent.name, **{k: recorded(rec, k) for k in SWEEP_COLUMNS[1:-1]},
+                         encoder=(recorded(rec, 'encoder_hash') or '')[:8], **metrics))
     if not rows: return pd.DataFrame(columns=SWEEP_COLUMNS)
     return pd.DataFrame(rows).sort_values('beta', na_position='last', kind='stable').reset_index(drop=True)
