@@ -15,12 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['DEFAULT_N', 'LATENTSKIP_N', 'NVAE_CONFIGS', 'SqueezeExcite', 'EncoderCell', 'DecoderCell', 'residual_block',
-           'EncoderCombiner', 'DecoderCombiner', 'soft_clamp', 'DiagonalNormal', 'NVAEConfig', 'nvae_config', 'NVAE',
-           'count_parameters', 'encode_means', 'kl_balance_coefficients', 'group_alpha', 'weighted_kl',
+__all__ = ['DEFAULT_N', 'LATENTSKIP_N', 'NVAE_CONFIGS', 'BETA_ORDERS', 'SR_MODULES', 'SWEEP_COLUMNS', 'SqueezeExcite',
+           'EncoderCell', 'DecoderCell', 'residual_block', 'EncoderCombiner', 'DecoderCombiner', 'soft_clamp',
+           'DiagonalNormal', 'NVAEConfig', 'nvae_config', 'NVAE', 'eval_mode', 'count_parameters', 'encode_means',
+           'kl_balance_coefficients', 'group_alpha', 'betas_top_first', 'weighted_kl', 'spectral_modules',
            'SpectralRegulariser', 'NVAETerms', 'WarmupSchedule', 'NVAEWarmup', 'nvae_learner', 'fit_nvae',
-           'reconstruct_masks', 'generate_masks', 'readjust_batchnorm', 'layer_ablation', 'interpolate_masks',
-           'beta_sweep_table']
+           'reconstruct_masks', 'generate_masks', 'readjust_batchnorm', 'generation_metrics', 'score_nvae',
+           'layer_ablation', 'temperature_study', 'empty_warning', 'interpolate_masks', 'nvae_config_from_record',
+           'load_nvae_run', 'beta_sweep_table']
 
 # %% ../nbs/04_nvae.ipynb #194e7313
 class SqueezeExcite(nn.Module):
@@ -269,6 +271,16 @@ class NVAE(nn.Module):
         return self.decode(zs=zs)['logits']
 
 # %% ../nbs/04_nvae.ipynb #06e3a098
+from contextlib import contextmanager
+
+@contextmanager
+def eval_mode(model):
+    "Run the block with the model in eval mode (batch-norm uses, never updates, its running statistics); restore its mode after."
+    was_training = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was_training)
+
 def count_parameters(model):
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -280,13 +292,10 @@ def encode_means(model, masks, bs=64):
     from cardiac_nvae.data import one_hot
     masks = torch.as_tensor(np.asarray(masks))
     x = one_hot(masks) if masks.ndim == 3 else masks.float()
-    was_training = model.training
-    model.eval()
     dev = next(model.parameters()).device
-    try:
+    with eval_mode(model):
         parts = [model.decode(enc=model.encode_features(x[i:i + bs].to(dev)), deterministic=True)['q_mu']
                  for i in range(0, len(x), bs)]
-    finally: model.train(was_training)
     return [torch.cat(p) for p in zip(*parts)]
 
 # %% ../nbs/04_nvae.ipynb #7e6ee54b
@@ -302,6 +311,14 @@ def group_alpha(config):
     a = torch.tensor(sizes, dtype=torch.float32)
     return a / a.min()
 
+BETA_ORDERS = ('top-first', 'bottom-first')
+
+def betas_top_first(betas, beta_order='top-first'):
+    "Per-latent-layer betas, top layer first (our order), from `betas` listed in `beta_order` ('top-first' or 'bottom-first')."
+    if beta_order not in BETA_ORDERS: raise ValueError(f"beta_order={beta_order!r}: expected one of {BETA_ORDERS}")
+    b = tuple(float(x) for x in betas)
+    return b if beta_order == 'top-first' else b[::-1]
+
 def weighted_kl(kl, group_layer, betas, balance=False, alpha=None):
     "Eq. 4.3's KL term without gamma from KL `[B, groups]`: `(sum_i beta_i KL_i, KL_i per layer)`, groups balanced when `balance`."
     if balance: kl = kl * kl_balance_coefficients(kl, alpha)
@@ -309,13 +326,21 @@ def weighted_kl(kl, group_layer, betas, balance=False, alpha=None):
     return (torch.as_tensor(betas, dtype=kl.dtype, device=kl.device) * per_layer).sum(), per_layer
 
 # %% ../nbs/04_nvae.ipynb #e5cf4d75
+SR_MODULES = ('author', 'all-conv')
+
+def spectral_modules(model, which='author'):
+    "Layers whose weights SR penalises: 'author' every Conv2d and SE linear layer, no transposed conv; 'all-conv' Conv2d and ConvTranspose2d."
+    if which not in SR_MODULES: raise ValueError(f"sr_modules={which!r}: expected one of {SR_MODULES}")
+    if which == 'all-conv': return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    se = {id(l) for s in model.modules() if isinstance(s, SqueezeExcite) for l in s.fc if isinstance(l, nn.Linear)}
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d) or id(m) in se]
+
 class SpectralRegulariser:
-    "Sum of the largest singular values of a model's convolution weights, by batched power iteration."
-    def __init__(self, model, n_iter=4, first_iter=40, persistent=True):
+    "Sum of the largest singular values of the weights of a model's `spectral_modules`, by batched power iteration."
+    def __init__(self, model, n_iter=4, first_iter=40, persistent=True, modules='author'):
         self.n_iter, self.first_iter, self.persistent, self.uv = n_iter, first_iter, persistent, {}
         groups = defaultdict(list)
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)): groups[m.weight.shape].append(m)
+        for m in spectral_modules(model, modules): groups[m.weight.shape].append(m)
         self.groups = list(groups.values())
 
     def __call__(self):
@@ -343,14 +368,15 @@ from .train import make_learner, recon_loss, TermSchedule, LinearSchedule
 
 class NVAETerms:
     "Loss terms of eq. 4.3 from `(logits, KL [B, groups])`: recon, beta-weighted KL (balanced while `gamma < 1`), SR, logged KLs."
-    def __init__(self, model, betas=None, balance=True, alpha_division=False, sr_weight=0., sr_persistent=True):
+    def __init__(self, model, betas=None, balance=True, alpha_division=False, sr_weight=0., sr_persistent=True,
+                 beta_order='top-first', sr_modules='author'):
         cfg = model.config
-        self.betas = tuple(float(b) for b in (betas if betas is not None else [1.] * cfg.n_latent_layers))
+        self.betas = betas_top_first(betas if betas is not None else [1.] * cfg.n_latent_layers, beta_order)
         if len(self.betas) != cfg.n_latent_layers:
             raise ValueError(f"betas {self.betas}: expected one per latent layer ({cfg.n_latent_layers})")
         self.group_layer, self.balance, self.gamma = torch.tensor(cfg.group_layer), balance, 1.0
         self.alpha = group_alpha(cfg) if alpha_division else None
-        self.spectral = SpectralRegulariser(model, persistent=sr_persistent) if sr_weight else None
+        self.spectral = SpectralRegulariser(model, persistent=sr_persistent, modules=sr_modules) if sr_weight else None
         self.weights = {'sr': sr_weight, **{f'kl_layer{i}': 0. for i in range(cfg.n_latent_layers)},
                         **{f'kl_group{k}': 0. for k in range(len(cfg.group_layer))}}
 
@@ -382,9 +408,10 @@ class NVAEWarmup(TermSchedule):
     def after_fit(self): super().after_fit(); self.terms.gamma = 1.
 
 def nvae_learner(model, dls, betas=None, warmup_steps=6420, lr=1e-2, wd=3e-4, eps=1e-3, balance=True,
-                 alpha_division=False, sr_weight=0., path=None, seed=None, cbs=None, **kwargs):
+                 alpha_division=False, sr_weight=0., path=None, seed=None, cbs=None, beta_order='top-first',
+                 sr_modules='author', **kwargs):
     "A `make_learner` Learner for an NVAE with table 4.2's optimiser, eq. 4.3's terms and the KL warm-up."
-    terms = NVAETerms(model, betas, balance, alpha_division, sr_weight)
+    terms = NVAETerms(model, betas, balance, alpha_division, sr_weight, beta_order=beta_order, sr_modules=sr_modules)
     learn = make_learner(model, dls, terms_fn=terms, weights=terms.weights, opt_func=partial(OptimWrapper, opt=torch.optim.Adamax, eps=eps),
                          lr=lr, wd=wd, cbs=[NVAEWarmup(terms, warmup_steps), *(cbs or [])], path=path, seed=seed, **kwargs)
     learn.nvae_terms = terms
@@ -398,23 +425,25 @@ def fit_nvae(learn, epochs, lr=1e-2, lr_min=1e-4):
 # %% ../nbs/04_nvae.ipynb #7055f6a9
 from .data import one_hot
 from .metrics import score_volumes
-from .validity import percent_valid
+from .validity import percent_valid, generation_validity
 
 def _batches(n, bs): return [(i, min(i + bs, n)) for i in range(0, n, bs)]
 
 @torch.no_grad()
 def reconstruct_masks(model, masks, bs=64, active_layers=None, inactive='sample'):
-    "Argmax reconstructions (uint8 label maps) of label maps `masks [n, H, W]`, batch-norm in eval mode."
-    model.eval(); dev = next(model.parameters()).device
+    "Argmax reconstructions (uint8 label maps) of label maps `masks [n, H, W]`, batch-norm in eval mode (model's mode restored)."
+    dev = next(model.parameters()).device
     masks = torch.as_tensor(np.asarray(masks))
-    out = [model.reconstruct(one_hot(masks[a:b]).to(dev), active_layers, inactive).argmax(1).cpu() for a, b in _batches(len(masks), bs)]
+    with eval_mode(model):
+        out = [model.reconstruct(one_hot(masks[a:b]).to(dev), active_layers, inactive).argmax(1).cpu() for a, b in _batches(len(masks), bs)]
     return torch.cat(out).numpy().astype(np.uint8)
 
 @torch.no_grad()
 def generate_masks(model, n, temperature=1.0, sample_layers=None, bs=64):
-    "`n` argmax generations (uint8 label maps) from the priors, batch-norm in eval mode unless readjusted."
+    "`n` argmax generations (uint8 label maps) from the priors, batch-norm in eval mode (model's mode restored)."
     dev = next(model.parameters()).device
-    out = [model.sample(b - a, temperature, sample_layers).argmax(1).cpu() for a, b in _batches(n, bs)]
+    with eval_mode(model):   # in train mode, sampling would overwrite the running statistics
+        out = [model.sample(b - a, temperature, sample_layers).argmax(1).cpu() for a, b in _batches(n, bs)]
     return torch.cat(out).numpy().astype(np.uint8)
 
 @torch.no_grad()
@@ -428,33 +457,83 @@ def readjust_batchnorm(model, n_batches=20, bs=64, temperature=1.0):
         if isinstance(m, nn.BatchNorm2d): m.momentum = 0.05
     return model.eval()
 
-def layer_ablation(model, masks, meta, n_generate=256, seed=0):
-    "Table 6.3: 3D Dice of reconstructions and % AV of generations with the top 1..all latent layers active."
-    rows = []
-    for k in reversed(range(1, model.config.n_latent_layers + 1)):
-        torch.manual_seed(seed)
-        vols = score_volumes(reconstruct_masks(model, masks, active_layers=k), masks, meta)
-        gen = generate_masks(model, n_generate, sample_layers=k)
-        rows.append(dict(active_layers=k, **vols[['all', 'RV', 'MYO', 'LV']].mean().to_dict(), FRDS=np.nan, AV=percent_valid(gen)))
+def generation_metrics(masks, frds=None):
+    "FRDS (when a callable `frds(masks)` is given), % AV, share of empty masks, % AV of the non-empty ones, and whether most are empty."
+    v = generation_validity(masks)
+    return {'FRDS': float(frds(masks)) if frds is not None else np.nan, 'AV': v['pct_valid'], 'empty %': v['pct_empty'],
+            'AV non-empty': v['pct_valid_nonempty'], 'mostly empty': bool(v['mostly_empty'])}
+
+def score_nvae(model, masks, meta, n_generate=256, seed=0, frds=None, active_layers=None):
+    "Table 6.1 metrics: mean 3D Dice of reconstructions of `masks` and `generation_metrics` of `n_generate` samples; and the masks."
+    torch.manual_seed(seed)
+    recon = reconstruct_masks(model, masks, active_layers=active_layers)
+    vols = score_volumes(recon, masks, meta)
+    gen = generate_masks(model, n_generate, sample_layers=active_layers)
+    row = {**vols[['all', 'RV', 'MYO', 'LV']].mean().to_dict(), **generation_metrics(gen, frds)}
+    return row, dict(recon=recon, volumes=vols, generated=gen)
+
+def layer_ablation(model, masks, meta, n_generate=256, seed=0, frds=None):
+    "Table 6.3: 3D Dice of reconstructions and generation metrics (FRDS, % AV, empty share) with the top 1..all latent layers active."
+    rows = [dict(active_layers=k, **score_nvae(model, masks, meta, n_generate, seed, frds, active_layers=k)[0])
+            for k in reversed(range(1, model.config.n_latent_layers + 1))]
     return pd.DataFrame(rows)
+
+def temperature_study(model, temperatures=(0.5, 0.7, 1.0), n_generate=256, seed=0, frds=None):
+    "Figure 6.5: generation metrics (FRDS, % AV, empty share) at each temperature; returns the table and the generations."
+    gens = {}
+    for t in temperatures:
+        torch.manual_seed(seed)
+        gens[t] = generate_masks(model, n_generate, temperature=t)
+    table = pd.DataFrame({t: generation_metrics(g, frds) for t, g in gens.items()}).T.rename_axis('temperature')
+    return table, gens
+
+def empty_warning(table, what='generations'):
+    "A sentence naming the rows of a metrics table whose generations are mostly empty (empty masks count as valid); '' if none."
+    rows = [(f"{table.index.name} = {i}" if table.index.name else str(i)) for i, e in table['mostly empty'].items() if e]
+    return (f"Most {what} are empty masks for {'; '.join(rows)}. Empty masks count as anatomically valid, so read "
+            f"'AV non-empty' there, not 'AV'.") if rows else ''
 
 @torch.no_grad()
 def interpolate_masks(model, mask_a, mask_b, steps=7):
     "Latent traversal (figure 6.7): decode linear blends of every group's posterior mean between two masks."
-    model.eval(); dev = next(model.parameters()).device
+    dev = next(model.parameters()).device
     codes = encode_means(model, np.stack([mask_a, mask_b]))
     za, zb = [z[:1].to(dev) for z in codes], [z[1:].to(dev) for z in codes]
-    out = [model.decode_latents([(1 - t) * a + t * b for a, b in zip(za, zb)]).argmax(1) for t in np.linspace(0, 1, steps)]
+    with eval_mode(model):
+        out = [model.decode_latents([(1 - t) * a + t * b for a, b in zip(za, zb)]).argmax(1) for t in np.linspace(0, 1, steps)]
     return torch.cat(out).cpu().numpy().astype(np.uint8)
 
+
+# %% ../nbs/04_nvae.ipynb #a7336946
+from pathlib import Path
+from .train import find_run, check_run, load_run_weights, read_record, recorded
+
+def nvae_config_from_record(rec):
+    "The `NVAEConfig` a 04_nvae record describes: its `architecture` when recorded, else its config name and clamp."
+    arch = recorded(rec, 'architecture')
+    if arch: return NVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+    return nvae_config(recorded(rec, 'config'), clamp=bool(recorded(rec, 'clamp', False)))
+
+def load_nvae_run(run, expect=None, by=None, runs_dir=None, device='cpu'):
+    "The trained NVAE of a 04_nvae run (name or folder) and its record: record checked against `expect`, weights loaded weights_only."
+    path = find_run(run, runs_dir)
+    rec = check_run(path, chapter='04_nvae', expect=expect, by=by)
+    try: model = NVAE(nvae_config_from_record(rec))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"run {path}: its record does not describe an NVAE ({e})") from e
+    load_run_weights(model, path)
+    return model.to(device).eval(), rec
+
+SWEEP_COLUMNS = ['run', 'config', 'beta', 'betas', 'beta_order', 'epochs', 'train_size', 'encoder']
+
 def beta_sweep_table(runs_dir='runs'):
-    "Metrics of every NVAE run record under `runs_dir` (one row per run), sorted by beta: the sweep of thesis 6.1.5."
-    from pathlib import Path
-    import json
+    "One row per 04_nvae record under `runs_dir`: config, betas, epochs, training-set size, FRDS encoder and metrics, sorted by beta."
     rows = []
     for f in sorted(Path(runs_dir).glob('**/record.json')):
-        rec = json.loads(f.read_text())
-        p, m = rec.get('params') or {}, rec.get('metrics') or {}
-        if p.get('chapter') != '04_nvae': continue
-        rows.append(dict(run=str(f.parent), config=p.get('config'), beta=p.get('beta'), betas=p.get('betas'), **m))
-    return pd.DataFrame(rows).sort_values('beta') if rows else pd.DataFrame(columns=['run', 'config', 'beta'])
+        rec = read_record(f.parent)
+        if recorded(rec, 'chapter') != '04_nvae': continue
+        metrics = {k: v for k, v in (rec.get('metrics') or {}).items() if not isinstance(v, (list, dict))}
+        rows.append(dict(run=f.parent.name, **{k: recorded(rec, k) for k in SWEEP_COLUMNS[1:-1]},
+                         encoder=(recorded(rec, 'encoder_hash') or '')[:8], **metrics))
+    if not rows: return pd.DataFrame(columns=SWEEP_COLUMNS)
+    return pd.DataFrame(rows).sort_values('beta', na_position='last', kind='stable').reset_index(drop=True)
