@@ -19,9 +19,12 @@ from .nvae import NVAE, encode_means
 from .baselines import MaskVAE
 
 # %% auto #0
-__all__ = ['UNET_WIDTHS', 'REDUCTIONS', 'double_conv', 'UNet', 'n_params', 'ce_loss', 'freeze', 'shape_codes', 'n_groups',
-           'shape_loss', 'SegmentationTerms', 'train_losses', 'calibrate_omega', 'flip_pair', 'RandomFlip',
-           'WidthsError', 'checkpoint_widths', 'load_unet', 'segmenter_learner', 'train_segmenter']
+__all__ = ['UNET_WIDTHS', 'REDUCTIONS', 'THESIS_TABLE_6_4', 'THESIS_SE_6_4', 'THESIS_P_AV', 'DICE_COLS', 'AV_COLS',
+           'THESIS_OMEGA', 'THESIS_ALPHA_SWEEP', 'double_conv', 'UNet', 'n_params', 'ce_loss', 'freeze', 'shape_codes',
+           'n_groups', 'shape_loss', 'SegmentationTerms', 'train_losses', 'calibrate_omega', 'flip_pair', 'RandomFlip',
+           'WidthsError', 'checkpoint_widths', 'load_unet', 'segmenter_learner', 'train_segmenter', 'predict_masks',
+           'slice_scores', 'evaluate_segmenter', 'per_seed', 'results_table', 'format_table', 'breakdown',
+           'show_segmentations', 'ShapeEncoderError', 'nvae_from_run', 'vae_from_run', 'alpha_sweep_table']
 
 # %% ../nbs/06_acunet.ipynb #600297a8
 UNET_WIDTHS = (64, 128, 256, 512, 1024)
@@ -196,3 +199,174 @@ def train_segmenter(train, valid, epochs, bs=32, seed=42, path=None, **kwargs):
     learn = segmenter_learner(dls, path=path, seed=seed, **kwargs)
     learn.fit(epochs)
     return learn
+
+# %% ../nbs/06_acunet.ipynb #ebe95ef5
+from .metrics import score_volumes, summarise_runs, welch_test
+from .validity import is_valid
+
+@torch.no_grad()
+def predict_masks(model, images, bs=64):
+    "Argmax label maps (uint8 `[n, H, W]`) of a segmenter for images `[n, H, W]`, batch-norm in eval mode."
+    model.eval(); dev = next(model.parameters()).device
+    out = [model(torch.as_tensor(np.asarray(images[i:i + bs]))[:, None].float().to(dev)).argmax(1).cpu()
+           for i in range(0, len(images), bs)]
+    return torch.cat(out).numpy().astype(np.uint8)
+
+def slice_scores(pred, ref, meta):
+    "One row per slice: Dice per structure and % AV (0 or 100) under the thesis' ('AV') and Painchaud's ('AV_vital') criteria."
+    keys = [k for k in ('dataset', 'patient', 'phase', 'slice') if k in meta.columns]
+    out = score_volumes(pred, ref, meta, keys=keys)
+    if len(out) != len(pred): raise ValueError(f"meta: columns {keys} do not identify every slice ({len(out)} ids, {len(pred)} slices)")
+    out['AV'], out['AV_vital'] = 100. * is_valid(pred, 'thesis'), 100. * is_valid(pred, 'vital')
+    out['empty_ref'], out['empty_pred'] = ~np.asarray(ref).reshape(len(ref), -1).any(1), ~pred.reshape(len(pred), -1).any(1)
+    return out
+
+def evaluate_segmenter(model, test, bs=64):
+    "Predictions on SliceSet `test` and their scores: `dict(pred, volumes, slices)` (3D Dice per volume, per-slice rows)."
+    pred = predict_masks(model, test.images, bs)
+    return dict(pred=pred, volumes=score_volumes(pred, test.masks, test.meta), slices=slice_scores(pred, test.masks, test.meta))
+
+# %% ../nbs/06_acunet.ipynb #734ed057
+THESIS_TABLE_6_4 = pd.DataFrame({  # thesis table 6.4: mean (and SE over 5 seeds) on ACDC's test set
+    'all': [np.nan, 0.915, 0.915], 'RV': [0.908, 0.909, 0.907], 'MYO': [0.897, 0.894, 0.893], 'LV': [0.937, 0.943, 0.944],
+    'AV': [np.nan, 84.3, 89.6]}, index=['Baumgartner et al.', 'U-Net', 'ACU-Net'])
+THESIS_SE_6_4 = pd.DataFrame({'all': [np.nan, .001, .001], 'RV': [np.nan, .002, .001], 'MYO': [np.nan, .001, .001],
+                              'LV': [np.nan, .001, .001], 'AV': [np.nan, 1.37, 0.65]}, index=THESIS_TABLE_6_4.index)
+THESIS_P_AV = 0.014  # thesis: p < 0.014 for % AV, U-Net vs ACU-Net
+DICE_COLS, AV_COLS = ('all', 'RV', 'MYO', 'LV'), ('AV', 'AV_vital')
+
+def per_seed(volumes, slices, model='model', run='seed'):
+    "Each model's and seed's mean Dice over test volumes and % AV over test slices: one row per (model, seed)."
+    d = volumes.groupby([model, run], sort=False)[list(DICE_COLS)].mean()
+    return d.join(slices.groupby([model, run], sort=False)[list(AV_COLS)].mean()).reset_index()
+
+def results_table(volumes, slices, baseline='U-Net', model='model', run='seed'):
+    "Table 6.4 from scores: mean, SE over seeds and Welch p against `baseline` for Dice and % AV, one row per model."
+    seeds = per_seed(volumes, slices, model, run)
+    rows = {}
+    for name, g in seeds.groupby(model, sort=False):
+        row = {}
+        for c in DICE_COLS + AV_COLS:
+            row[c], row[f'{c}_se'] = g[c].mean(), (g[c].std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else np.nan)
+        b = seeds[seeds[model] == baseline]
+        for c in ('all', 'AV', 'AV_vital'):
+            ok = name != baseline and len(g) > 1 and len(b) > 1 and (g[c].std() > 0 or b[c].std() > 0)
+            row[f'p_{c}'] = welch_test(g[c], b[c])['p'] if ok else np.nan
+        rows[name] = dict(row, seeds=len(g))
+    return pd.DataFrame(rows).T
+
+def format_table(results, thesis=THESIS_TABLE_6_4, thesis_se=THESIS_SE_6_4, digits=3):
+    "Table 6.4's layout: 'mean ± SE' cells of ours and of the thesis (rows tagged 'ours' / 'thesis'), p-values of ours."
+    def cell(m, s, d): return '' if pd.isna(m) else (f"{m:.{d}f}" if pd.isna(s) else f"{m:.{d}f} ± {s:.{d}f}")
+    rows = {}
+    for name, r in results.iterrows():
+        rows[(name, 'ours')] = {**{c: cell(r[c], r[f'{c}_se'], digits) for c in DICE_COLS}, '% AV': cell(r['AV'], r['AV_se'], 1),
+                                '% AV (vital)': cell(r['AV_vital'], r['AV_vital_se'], 1),
+                                'p DSC': cell(r['p_all'], np.nan, 3), 'p % AV': cell(r['p_AV'], np.nan, 3), 'seeds': int(r['seeds'])}
+    for name, r in thesis.iterrows():
+        rows[(name, 'thesis')] = {**{c: cell(r[c], thesis_se.loc[name, c], digits) for c in DICE_COLS},
+                                  '% AV': cell(r['AV'], thesis_se.loc[name, 'AV'], 1), '% AV (vital)': '',
+                                  'p DSC': '', 'p % AV': (f"< {THESIS_P_AV}" if name == 'ACU-Net' else ''),
+                                  'seeds': 5 if name != 'Baumgartner et al.' else ''}
+    return pd.DataFrame(rows).T.rename(columns={'all': 'DSC all'})
+
+# %% ../nbs/06_acunet.ipynb #c58b0cd6
+def breakdown(volumes, slices, by, model='model', run='seed'):
+    "Mean and SE over seeds of Dice ('all') and % AV per value of `by` (e.g. 'phase', 'group') and model: tidy rows."
+    return pd.concat([summarise_runs(volumes, ['all'], by=[model, by], run=run),
+                      summarise_runs(slices, ['AV'], by=[model, by], run=run)], ignore_index=True)
+
+def show_segmentations(images, ref, pred, idx, scores=None, size=1.5, title=None):
+    "Figure 6.14: for slices `idx`, the image with the ground truth (top) and with the prediction (bottom, per-slice Dice and validity)."
+    import matplotlib.pyplot as plt
+    from cardiac_nvae.data import mask_to_rgb
+    idx = list(idx)
+    fig, axs = plt.subplots(2, max(len(idx), 1), figsize=(size * max(len(idx), 1), 2.2 * size), squeeze=False)
+    for j, i in enumerate(idx):
+        for r, m in enumerate((ref[i], pred[i])):
+            im = np.repeat(np.asarray(images[i], np.float32)[..., None], 3, -1)
+            over = np.where((np.asarray(m) > 0)[..., None], 0.45 * mask_to_rgb(m) + 0.55 * im, im)
+            axs[r, j].imshow(np.clip(over, 0, 1))
+        if scores is not None:
+            s = scores.iloc[i]
+            axs[1, j].set_title(f"DSC {s['all']:.2f}{'' if s['AV'] else ' ✗AV'}", fontsize=7)
+    for ax in axs.flat: ax.axis('off')
+    axs[0, 0].set_title('ground truth', fontsize=7, loc='left')
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/06_acunet.ipynb #b6401d3b
+from .nvae import nvae_config
+
+class ShapeEncoderError(ValueError):
+    "A shape-encoder run that cannot serve this chapter; the message names the run and why."
+
+def _core_runs():
+    try: from cardiac_nvae.train import find_run, check_run, load_run_weights
+    except ImportError as e: raise ShapeEncoderError("loading runs needs the run API of cardiac_nvae.train (find_run, check_run)") from e
+    return find_run, check_run, load_run_weights
+
+def nvae_from_run(run, size=None, expect=None):
+    "The frozen NVAE of `04_nvae` run `run` and its record; errors name the run (missing, unfinished, no weights, mismatch)."
+    try:
+        try: from cardiac_nvae.nvae import load_nvae_run
+        except ImportError: load_nvae_run = None
+        if load_nvae_run is not None: model, rec = load_nvae_run(run, expect=expect)
+        else:
+            find_run, check_run, load_run_weights = _core_runs()
+            rec = check_run(run, chapter='04_nvae', expect=expect)
+            p = rec.get('params', {})
+            model = NVAE(nvae_config(p.get('config', 'default-n'), clamp=p.get('clamp', False),
+                                     **({'size': rec['config']['size']} if isinstance(rec.get('config'), dict) and 'size' in rec['config'] else {})))
+            load_run_weights(model, run)
+    except ShapeEncoderError: raise
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ShapeEncoderError(f"nvae_run {str(run)!r} cannot be used: {e}") from e
+    if size is not None and model.config.size != size:
+        raise ShapeEncoderError(f"nvae_run {str(run)!r} encodes {model.config.size}x{model.config.size} masks, this run has size={size}")
+    return freeze(model), rec
+
+def vae_from_run(run, size=None, kind='beta-VAE'):
+    "The frozen single-layer VAE of `03_baselines` run `run` and its record; errors name the run."
+    try:
+        try: from cardiac_nvae.baselines import load_baseline_run
+        except ImportError: load_baseline_run = None
+        if load_baseline_run is not None: model, rec = load_baseline_run(run, kind)
+        else:
+            find_run, check_run, load_run_weights = _core_runs()
+            rec = check_run(run, chapter='03_baselines')
+            p = rec.get('params', {})
+            model = MaskVAE(p.get('latent_dim', 8), size=p.get('size', 128), **({'widths': tuple(p['widths'])} if p.get('widths') else {}))
+            load_run_weights(model, run)
+    except ShapeEncoderError: raise
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ShapeEncoderError(f"vae_run {str(run)!r} cannot be used: {e}") from e
+    side = model.decoder.side * 2 ** len(model.decoder.blocks)
+    if size is not None and side != size: raise ShapeEncoderError(f"vae_run {str(run)!r} encodes {side}x{side} masks, this run has size={size}")
+    return freeze(model), rec
+
+# %% ../nbs/06_acunet.ipynb #6b2d72e4
+THESIS_OMEGA = 126_717
+THESIS_ALPHA_SWEEP = pd.DataFrame({'alpha': [0., 1.], 'DSC': [np.nan, 0.915], 'AV': [51.5, 89.6]})  # thesis 6.2.3 (alpha = 0: DSC within 0.002 of U-Net)
+
+def _load_record(f):
+    try: return json.loads(Path(f).read_text())
+    except (OSError, ValueError): return None
+
+def alpha_sweep_table(runs_dir):
+    "ACU-Net per alpha from every 06_acunet record under `runs_dir` (its shape-only run as alpha 0), marked quick or thesis-scale."
+    rows = []
+    for f in sorted(Path(runs_dir).glob('**/record.json')):
+        rec = _load_record(f)
+        if not rec: continue
+        p, m = rec.get('params') or {}, rec.get('metrics') or {}
+        if (rec.get('chapter') or p.get('chapter')) != '06_acunet': continue
+        found = [(p.get('alpha'), (m.get('results') or {}).get('ACU-Net')), (0., (m.get('alpha0') or {}).get('ACU-Net, alpha = 0'))]
+        unet = (m.get('results') or {}).get('U-Net') or {}
+        for a, r in found:
+            if r: rows.append(dict(run=f.parent.name, scale=rec.get('scale') or p.get('scale'), alpha=a, omega=m.get('omega'),
+                                   seeds=r.get('seeds'), DSC=r.get('all'), DSC_se=r.get('all_se'), AV=r.get('AV'), AV_se=r.get('AV_se'),
+                                   AV_vital=r.get('AV_vital'), unet_AV=unet.get('AV')))
+    cols = ['run', 'scale', 'alpha', 'omega', 'seeds', 'DSC', 'DSC_se', 'AV', 'AV_se', 'AV_vital', 'unet_AV']
+    return pd.DataFrame(rows, columns=cols).sort_values(['scale', 'alpha', 'run'], ignore_index=True)
