@@ -104,14 +104,9 @@ def plain(obj):
 
 def save_checkpoint(obj, path):
     "Write `obj` (tensors, numbers, strings, lists, dicts) to `path` atomically; return the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp'); os.close(fd)
-    try:
-        torch.save(plain(obj), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    from cardiac_nvae.data import atomic_write  # also removes temporaries of killed writers
+    obj = plain(obj)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def load_checkpoint(path, map_location='cpu'):
     "Read a checkpoint with `torch.load(weights_only=True)`: tensors and plain data only, never code."
@@ -123,9 +118,17 @@ def load_checkpoint(path, map_location='cpu'):
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: {why[0][:300]})") from e
 
 def load_weights(model, path):
-    "Load the model weights of a checkpoint written by `BestCheckpoint` or `Resume` into `model`."
+    "Load the model weights of a checkpoint written by `BestCheckpoint` or `Resume` into `model`; errors name the file."
     ck = load_checkpoint(path, next(model.parameters()).device)
-    model.load_state_dict(ck['model'])
+    sd = ck.get('model') if isinstance(ck, dict) else None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: no 'model' weights in the checkpoint (it holds {sorted(ck) if isinstance(ck, dict) else type(ck).__name__})")
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise CheckpointError(f"{path}: non-finite weights in {len(bad)} tensor(s), e.g. {bad[:3]}; refused")
+    try: model.load_state_dict(sd)
+    except RuntimeError as e:
+        why = ' '.join(str(e).split())  # torch lists missing, unexpected and mis-shaped keys over several lines
+        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__}: {why[:600]}") from e
     return ck
 
 # %% ../nbs/03_train.ipynb #b3646542
@@ -209,8 +212,8 @@ class LossTermsLogger(Callback):
         if self.fname: self._write()
 
     def _write(self):
-        fd, tmp = tempfile.mkstemp(dir=self.fname.parent, suffix='.csv.tmp'); os.close(fd)
-        self.df.to_csv(tmp, index=False); os.replace(tmp, self.fname)
+        from cardiac_nvae.data import atomic_write
+        atomic_write(self.fname, lambda f: f.write(self.df.to_csv(index=False).encode()))
 
     @property
     def df(self): "The log as a DataFrame."; return pd.DataFrame(self.rows)
