@@ -8,7 +8,7 @@
 # API summary (see nbs/03_train.ipynb):
 # - model.forward(x) -> dict of scalar loss terms, or (output, terms) / (output, terms, extras)
 # - make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None,
-#   cbs=None, path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False) -> Learner
+#   cbs=None, path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None) -> Learner
 # - TermsLoss, split_pred, seed_everything, default_device, params_except, torch_adam
 # - LinearSchedule, TermSchedule, KLWarmup, LossTermsLogger, BestCheckpoint, NaNGuard, NonFiniteLossError,
 #   Resume, AuxOptimizer
@@ -37,7 +37,7 @@ from fastcore.foundation import L
 __all__ = ['recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred', 'model_terms', 'TermsLoss',
            'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint',
            'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint',
-           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'make_learner', 'write_record']
+           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'cli_resume', 'make_learner', 'write_record']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -208,6 +208,7 @@ class LossTermsLogger(Callback):
         if isinstance(self.learn.loss_func, TermsLoss):
             row.update({f"w_{k}": float(v) for k, v in self.learn.loss_func.weights.items()})
         row['lr'] = float(self.learn.opt.hypers[-1]['lr'])
+        row['n_epoch'] = self.n_epoch  # so that a reader of the log (`cardiac-nvae run`'s progress) knows the total
         self.rows.append(row)
         if self.fname: self._write()
 
@@ -305,16 +306,16 @@ def _set_rng_state(learn, st):
 def _as_tuple(x): return tuple(_as_tuple(o) for o in x) if isinstance(x, (list, tuple)) else x
 
 class Resume(Callback):
-    "Save the full training state after every epoch in `fname`; a new fit with the same `fname` continues from it."
+    "Save the full training state after every epoch in `fname`; a new fit with the same `fname` continues from it (unless `load=False`)."
     order = 75  # after every callback whose state it saves
-    def __init__(self, fname): self.fname, self.start = Path(fname), 0
+    def __init__(self, fname, load=True): self.fname, self.start, self.load = Path(fname), 0, load
 
     def _cbs_with_state(self):
         return {type(cb).__name__: cb for cb in self.learn.cbs if getattr(type(cb), 'resume_state', None)}
 
     def before_fit(self):
         self.run, self.start = _real_training(self), 0
-        if not self.run or not self.fname.exists(): return
+        if not self.run or not self.load or not self.fname.exists(): return
         st = load_checkpoint(self.fname, next(self.learn.model.parameters()).device)
         if st['n_epoch'] != self.n_epoch:
             raise ValueError(f"{self.fname}: saved run had n_epoch={st['n_epoch']}, this fit has {self.n_epoch}; delete the file or match it")
@@ -384,8 +385,14 @@ class AuxOptimizer(Callback):
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
+def cli_resume(path):
+    "`make_learner(resume=None)` under `cardiac-nvae run`: save the state in `path` every epoch ('save'), and continue from it on `--resume` (True)."
+    run = os.environ.get('CARDIAC_NVAE_RUN_DIR')
+    if path is None or not run or not Path(path).resolve().is_relative_to(Path(run).resolve()): return False
+    return True if os.environ.get('CARDIAC_NVAE_RESUME') == '1' else 'save'
+
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
-                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False, monitor='valid_loss'):
+                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss'):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU."
     device = torch.device(device) if device is not None else default_device()
     amp = device.type == 'cuda' if amp is None else amp
@@ -398,7 +405,8 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     if path is not None:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         cbs += [LossTermsLogger(path / 'log.csv'), BestCheckpoint(path / 'best.pth', monitor)]
-        if resume: cbs.append(Resume(path / 'last.pth'))
+        if resume is None: resume = cli_resume(path)
+        if resume: cbs.append(Resume(path / 'last.pth', load=resume != 'save'))
     elif resume: raise ValueError("resume=True needs a `path` for the checkpoint")
     else: cbs.append(LossTermsLogger())
     kw = {'splitter': splitter} if splitter is not None else {}
