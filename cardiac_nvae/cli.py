@@ -177,7 +177,7 @@ class Progress:
         self.last = self.executing()
 
     def cell_finished(self, index):
-        if self.announced: self.say(f"[cell {index + 1}/{self.n}] done in {_clock(time.time() - self.t_cell)}")
+        if self.announced: self.say(f"[cell {index + 1}/{self.n}] ended after {_clock(time.time() - self.t_cell)}")
         self.cell = None
 
     def executing(self):

@@ -1,5 +1,5 @@
 """Fault injection for cardiac_nvae.data (and checkpoint loading): corrupt caches, killed writes, bad input files."""
-import os, shutil, signal, subprocess, sys, textwrap, time, warnings
+import os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -72,58 +72,45 @@ def test_read_slices_names_the_file(tmp_path):
     with pytest.raises(DataError, match=f"{p}: corrupt slice file"): read_slices(p)
 
 
-def run_until_file_then_kill(code, folder, pattern, timeout=60):
-    "Start `code` in a subprocess, wait until `folder` holds a file matching `pattern`, SIGKILL it; return the files."
-    proc = subprocess.Popen([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stderr=subprocess.PIPE, text=True)
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    "A process SIGKILLed while writing a cache and a training log leaves temporaries; the next writes remove them."
+    (tmp_path / 'cache').mkdir(); (tmp_path / 'run').mkdir()
+    code = f"""
+import threading, time, numpy as np, pandas as pd
+from cardiac_nvae.data import SliceSet, save_slices
+from cardiac_nvae.train import LossTermsLogger
+def slow_savez(f, **arrays): f.write(b'PK partial'); f.flush(); time.sleep(120)
+def slow_to_csv(self, *a, **k): time.sleep(120)
+np.savez, pd.DataFrame.to_csv = slow_savez, slow_to_csv
+ss = SliceSet(np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.uint8), pd.DataFrame(dict(patient=['a', 'b'])))
+threading.Thread(target=save_slices, args=(ss, {str(tmp_path / 'cache' / 'a.npz')!r})).start()
+log = LossTermsLogger({str(tmp_path / 'run' / 'log.csv')!r}); log.rows = [dict(epoch=0, train_loss=1.)]
+log._write()
+"""
+    proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
-        while not list(folder.glob(pattern)):
+        while not (list((tmp_path / 'cache').glob('*tmp*')) and list((tmp_path / 'run').glob('*tmp*'))):
             assert proc.poll() is None, f"writer ended before writing: {proc.stderr.read()[-2000:]}"
-            assert time.time() - t0 < timeout, 'no temporary file appeared'
+            assert time.time() - t0 < 120, 'no temporary files appeared'
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill(); proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    return list(folder.glob(pattern))
-
-
-def test_temporary_cache_file_of_a_killed_write_is_removed_by_the_next_write(tmp_path):
-    tmp_path.joinpath('c').mkdir()
-    left = run_until_file_then_kill(f"""
-        import time, numpy as np, pandas as pd
-        from cardiac_nvae.data import SliceSet, save_slices
-        def slow_savez(f, **arrays): f.write(b'PK partial'); f.flush(); time.sleep(120)
-        np.savez = slow_savez
-        ss = SliceSet(np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.uint8), pd.DataFrame(dict(patient=['a', 'b'])))
-        save_slices(ss, {str(tmp_path / 'c' / 'a.npz')!r})
-        """, tmp_path / 'c', '*tmp*')
-    assert left and not (tmp_path / 'c' / 'a.npz').exists()
-    assert len(read_slices(save_slices(_tiny_set(), tmp_path / 'c' / 'b.npz'))) == 2
-    assert sorted(p.name for p in (tmp_path / 'c').iterdir()) == ['b.npz']
+    assert not (tmp_path / 'cache' / 'a.npz').exists() and not (tmp_path / 'run' / 'log.csv').exists()
+    assert len(read_slices(save_slices(_tiny_set(), tmp_path / 'cache' / 'b.npz'))) == 2
+    assert sorted(p.name for p in (tmp_path / 'cache').iterdir()) == ['b.npz']
+    from cardiac_nvae.train import LossTermsLogger
+    log = LossTermsLogger(tmp_path / 'run' / 'log.csv'); log.rows = [dict(epoch=0, train_loss=1.)]
+    log._write()
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['log.csv']
 
 
 def _tiny_set():
     import pandas as pd
     from cardiac_nvae.data import SliceSet
     return SliceSet(np.zeros((2, 4, 4), np.float32), np.ones((2, 4, 4), np.uint8), pd.DataFrame(dict(patient=['a', 'b'])))
-
-
-def test_temporary_log_of_a_killed_write_is_removed_by_the_next_write(tmp_path):
-    left = run_until_file_then_kill(f"""
-        import time, pandas as pd
-        from cardiac_nvae.train import LossTermsLogger
-        def slow_to_csv(self, *a, **k): time.sleep(120)
-        pd.DataFrame.to_csv = slow_to_csv
-        cb = LossTermsLogger({str(tmp_path / 'log.csv')!r}); cb.rows = [dict(epoch=0, train_loss=1.)]
-        cb._write()
-        """, tmp_path, '*tmp*')
-    assert left
-    from cardiac_nvae.train import LossTermsLogger
-    cb = LossTermsLogger(tmp_path / 'log.csv'); cb.rows = [dict(epoch=0, train_loss=1.)]
-    cb._write()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['log.csv']
 
 
 def test_cache_files_are_readable_by_others_sharing_the_cache(cache, acdc):
