@@ -390,7 +390,7 @@ def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI
 
 def cli_resume(path):
     "`make_learner(resume=None)` under `cardiac-nvae run`: save the state in `path` every epoch ('save'), and continue from it on `--resume` (True)."
-    run = os.environ.get(RUN_DIR_ENV)  # set by `cardiac-nvae run`
+    run = os.environ.get('CARDIAC_NVAE_RUN_DIR')  # RUN_DIR_ENV, set by `cardiac-nvae run` (defined further down)
     if path is None or not run or not Path(path).resolve().is_relative_to(Path(run).resolve()): return False
     return True if os.environ.get('CARDIAC_NVAE_RESUME') == '1' else 'save'
 
