@@ -23,9 +23,9 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_
            'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
            'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
            'remove_stale_tmp', 'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices',
-           'AcdcSplits', 'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'mask_dataloaders',
-           'segmentation_dataloaders', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'AcdcSplits', 'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai',
+           'mask_dataloaders', 'segmentation_dataloaders', 'mask_to_rgb', 'show_slices', 'class_heatmaps',
+           'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -430,7 +430,7 @@ def read_slices(path):
     "Read and check a `SliceSet` written by `save_slices` (no pickles are loaded); `DataError` naming `path` if corrupt."
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, 'rb') as f, np.load(f, allow_pickle=False) as z:  # our handle: closed even when np.load fails
             images, masks, dropped = z['images'], z['masks'], int(z['dropped'])
             meta = pd.DataFrame(json.loads(str(z['meta'])))
     # a truncated or flipped-byte file fails in many ways (BadZipFile, bad CRC-32, EOFError, a garbled npy
@@ -519,8 +519,20 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.masks)
     def __getitem__(self, i): return self.images[i][None].float(), self.masks[i].long()
 
+# %% ../nbs/00_data.ipynb #6399fc49
+def import_fastai(*modules):
+    "Import fastai `modules` with the deprecation warnings that the pinned fastai 2.8.7 raises in its own import silenced."
+    import importlib
+    with warnings.catch_warnings():
+        # fastai/layers.py applies torch.jit.script at import (deprecated by torch 2.10) and fastai/tabular/core.py sets
+        # pandas' 'mode.chained_assignment' option (deprecated by pandas 3): both are inside the pinned library
+        warnings.filterwarnings('ignore', r'`torch\.jit\.script` is deprecated', FutureWarning)
+        warnings.filterwarnings('ignore', r"The 'mode\.chained_assignment' option is deprecated")
+        for m in modules: importlib.import_module(m)
+
 # %% ../nbs/00_data.ipynb #0780c403
 def _dataloaders(train_ds, valid_ds, bs, seed, device):
+    import_fastai('fastai.data.core')
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.torch_core import default_device, set_seed

@@ -16,7 +16,7 @@
 # - runs: run_dir, find_run, read_record, update_record, check_run, load_run_weights, RunError, RunMismatchError
 # - recon_loss(logits, target), gaussian_kl(mu, logvar)
 from __future__ import annotations
-import json, math, os, random, tempfile, time
+import json, math, os, random, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .data import import_fastai
+import_fastai('fastai.learner', 'fastai.callback.schedule')  # quietly: see `import_fastai`
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException, CancelEpochException
 from fastai.callback.progress import ProgressCallback
@@ -115,7 +117,10 @@ def load_checkpoint(path, map_location='cpu'):
     "Read a checkpoint with `torch.load(weights_only=True)`: tensors and plain data only, never code."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: checkpoint file is missing")
-    try: return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():  # a file not written by torch.save (pickle protocol != 2): refused below if unsafe
+            warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         why = [l.strip() for l in str(e).splitlines() if 'Unsupported' in l] or [str(e)[:200]]
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: {why[0][:300]})") from e

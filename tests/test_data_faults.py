@@ -96,7 +96,7 @@ log._write()
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
-        proc.kill(); proc.wait()
+        proc.kill(); proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / 'cache' / 'a.npz').exists() and not (tmp_path / 'run' / 'log.csv').exists()
     assert len(read_slices(save_slices(_tiny_set(), tmp_path / 'cache' / 'b.npz'))) == 2
