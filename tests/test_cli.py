@@ -226,3 +226,21 @@ def test_failure_record_holds_type_message_and_full_traceback(tmp_path, toy):
     assert "raise DataError('/data/p1/image.nii.gz" in tb and '\x1b[' not in tb
     assert rec['parameters']['data_root'] == rec['data_root'] == str(tmp_path / 'data')  # resolved against the caller's folder
     assert stdout.startswith('failed') and 'DataError: /data/p1/image.nii.gz' in stdout
+
+def test_runs_lists_status_key_parameters_and_metrics(tmp_path, capsys):
+    "Records as the cli and a chapter's write_record leave them: a finished run, a live one, one whose process is gone."
+    from cardiac_nvae.data import write_json
+    dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
+    recs = {'a': dict(notebook='04_nvae.ipynb', chapter='04_nvae', status='done', parameters={'epochs': 2},
+                      params={'epochs': 2, 'train_slices': 160, 'seed': 42}, metrics={'dice': 0.8123, 'pct_av': 97.5, 'note': 'x'}),
+            'b': dict(notebook='05_frds.ipynb', status='running', host=cli.socket.gethostname(), pid=os.getpid(), parameters={'max_train': 64}),
+            'c': dict(notebook='00_data.ipynb', status='running', host=cli.socket.gethostname(), pid=dead.pid, parameters={})}
+    for i, (name, rec) in enumerate(recs.items()):
+        write_json(tmp_path / name / 'record.json', rec); os.utime(tmp_path / name / 'record.json', (i, i))
+    rows = cli.list_runs(tmp_path)
+    assert [(r['name'], r['chapter'], r['status'], r['epochs'], r['train'], r['seed']) for r in rows] == [
+        ('a', '04_nvae', 'done', 2, 160, 42), ('b', '05_frds', 'running', '-', 64, '-'), ('c', '00_data', 'stale', '-', '-', '-')]
+    assert rows[0]['metrics'] == 'dice=0.8123  pct_av=97.5'
+    cli.main(['runs', '--runs-dir', str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ['name', 'chapter', 'status', 'epochs', 'train', 'seed', 'metrics'] and out[3].split()[:3] == ['c', '00_data', 'stale']
