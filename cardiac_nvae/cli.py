@@ -287,7 +287,6 @@ def resume_run_dir(runs_dir, name, nb, params):
 
 def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True, resume=None, cwd=None):
     "Execute a chapter with papermill into `runs/<name>/` with a `record.json`; `resume=NAME` continues a killed run. Returns the folder."
-    import papermill as pm
     from . import __version__
     from .data import project_commit
     nb = find_notebook(notebook)
@@ -313,7 +312,8 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
     env = dict(CARDIAC_NVAE_RUN_DIR=str(out.resolve()), CARDIAC_NVAE_RESUME='1' if resume else '')
     saved_env = {k: os.environ.get(k) for k in env}
     def killed(signum, frame): raise RunKilled(signal.Signals(signum).name, watcher.executing())
-    saved_sig = {s: signal.signal(s, killed) for s in (signal.SIGTERM, signal.SIGHUP)}
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may handle signals
+    saved_sig = {s: signal.signal(s, killed) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     os.environ.update(env)
     t0, final = time.time(), {}
     try:

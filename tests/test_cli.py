@@ -159,6 +159,12 @@ def wait_gone(text, timeout=20):
     while processes_mentioning(text) and time.time() - t0 < timeout: time.sleep(0.2)
     return processes_mentioning(text)
 
+def pausing(nb):
+    "True once papermill has saved the output notebook with the pause cell running."
+    try: cells = json.loads(nb.read_text())['cells']
+    except (OSError, ValueError, KeyError): return False  # not written yet, or being written
+    return any('time.sleep(pause_s)' in ''.join(c['source']) and c['metadata'].get('papermill', {}).get('status') == 'running' for c in cells)
+
 @pytest.fixture
 def toy(tmp_path):
     return toy_chapter(tmp_path / '99_toy.ipynb')
@@ -169,7 +175,7 @@ def test_sigterm_records_killed_with_the_cell_and_leaves_nothing_behind(tmp_path
     out = tmp_path / 'runs' / 'term'
     nb = out / '99_toy.ipynb'
     t0 = time.time()
-    while not (nb.exists() and '"status": "running"' in nb.read_text() and 'time.sleep(pause_s)' in nb.read_text()):
+    while not pausing(nb):
         assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
         time.sleep(0.2)
     assert (out / '.jupyter-runtime' / 'kernel.json').exists()  # the kernel's connection file lives in the run folder
