@@ -137,7 +137,7 @@ BASELINES = {  # thesis table 6.2: tuned settings of the three baselines (d = 8)
 TRAIN_DEFAULTS = dict(latent_dim=8, bs=16, lr=6e-5, wd=1e-2, epochs=50, disc_lr=6e-2)  # thesis table 4.1; disc_lr from the author's code
 
 def baseline_learner(kind, dls, latent_dim=8, beta=None, gamma=None, lr=6e-5, wd=1e-2, disc_lr=6e-2,
-                     path=None, seed=42, quiet=None, resume=False, widths=WIDTHS, **kw):
+                     path=None, seed=42, quiet=None, resume=None, widths=WIDTHS, **kw):  # resume=None: make_learner's choice (`cardiac-nvae run --resume`)
     "A `MaskVAE` of baseline `kind` (a key of `BASELINES`) and its Learner; `beta`/`gamma` default to table 6.2."
     if kind not in BASELINES: raise ValueError(f"kind must be one of {list(BASELINES)}, not {kind!r}")
     cfg = BASELINES[kind]

@@ -1,6 +1,6 @@
 """Command-line entry point `cardiac-nvae`: thin wrappers over the chapter modules (no notebook owns this file)."""
 from __future__ import annotations
-import argparse, datetime as dt, os, platform, time
+import argparse, ast, csv, datetime as dt, json, os, platform, re, shutil, signal, socket, sys, threading, time, traceback
 from pathlib import Path
 
 import yaml
@@ -12,6 +12,11 @@ def notebooks_dir():
     d = PROJECT_ROOT / 'nbs'
     if not d.is_dir(): raise SystemExit(f"error: {d} not found: `cardiac-nvae run` needs a clone of the project (pip install -e .)")
     return d
+
+def chapters():
+    "Stems of the chapter notebooks ('00_data', ...), or [] outside a clone."
+    d = PROJECT_ROOT / 'nbs'
+    return sorted(q.stem for q in d.glob('[0-9]*.ipynb')) if d.is_dir() else []
 
 def find_notebook(name):
     "Resolve a chapter by path, file name, stem ('00_data'), number ('00') or title ('data')."
@@ -25,6 +30,7 @@ def find_notebook(name):
         if hits: raise SystemExit(f"error: {name!r} is ambiguous: {', '.join(q.stem for q in hits)}")
     raise SystemExit(f"error: no chapter notebook matches {name!r}; chapters: {', '.join(q.stem for q in nbs)}")
 
+# ---------------------------------------------------------------- parameters
 def parse_params(pairs, params_file=None):
     "Parameters from a YAML file, then `-p name value` pairs (values parsed as YAML: 3, 0.1, true, null, text)."
     params = {}
@@ -37,23 +43,76 @@ def parse_params(pairs, params_file=None):
     for name, value in pairs or []: params[name] = yaml.safe_load(value)
     return params
 
-def check_params(nb, params):
-    "Refuse names the notebook's `parameters` cell does not define (papermill would only warn)."
+def notebook_parameters(nb):
+    "The chapter's `parameters` cell: `{name: (default value, default source, comment)}` (value is the source when not a literal)."
     import papermill as pm
-    known = {p['name'] for p in pm.inspect_notebook(str(nb)).values()}
-    if not known: raise SystemExit(f"error: {nb}: no cell tagged 'parameters' (was it stripped by nbdev_clean?)")
-    unknown = sorted(set(params) - known)
-    if unknown: raise SystemExit(f"error: {nb.name} has no parameter(s) {unknown}; known: {sorted(known)}")
+    out = {}
+    for name, p in pm.inspect_notebook(str(nb)).items():
+        try: value = ast.literal_eval(p['default'])
+        except (ValueError, SyntaxError): value = p['default']  # an expression: its type is not checked
+        out[name] = (value, p['default'], p['help'])
+    if not out: raise SystemExit(f"error: {nb}: no cell tagged 'parameters' (was it stripped by nbdev_clean?)")
+    return out
 
+def _typed(name, value, default, chapter):
+    "`value` checked against (and converted to) the type of `default`; SystemExit with one line if it does not fit."
+    if value is None or default is None: return value  # None means 'the chapter's choice' for every parameter
+    kind = type(default)
+    if kind is bool: ok = isinstance(value, bool)
+    elif kind is int: ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as text
+            try: value = float(value)
+            except ValueError: pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok: value = float(value)
+    elif kind in (list, tuple):
+        ok = isinstance(value, (list, tuple))
+        if ok: value = kind(value)
+    elif kind is str: ok = isinstance(value, str)
+    else: return value  # a default of another type (an expression): the chapter checks it
+    if not ok:
+        raise SystemExit(f"error: {chapter}: parameter {name} takes {kind.__name__} (default {default!r}), "
+                         f"not {type(value).__name__} {value!r}")
+    return value
+
+_PATH_NAME = re.compile(r'(root|dir|path|file|weights)$')
+
+def resolve_paths(params, cwd=None):
+    "Relative paths made absolute against the caller's folder (the notebook runs inside its run folder)."
+    cwd, out = Path(cwd or os.getcwd()), dict(params)
+    for k, v in params.items():
+        if not isinstance(v, str) or not v or Path(v).is_absolute(): continue
+        p = Path(v).expanduser()
+        if p.is_absolute(): out[k] = str(p)
+        elif _PATH_NAME.search(k) or (k.endswith('_run') and (cwd / p).exists()):  # a run may also be a name under runs/
+            out[k] = str((cwd / p).resolve())
+    return out
+
+def check_params(nb, params, cwd=None):
+    "Refuse names the `parameters` cell lacks and values whose type differs from the default's; resolve relative paths."
+    defaults = notebook_parameters(nb)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown: raise SystemExit(f"error: {nb.name} has no parameter(s) {unknown}; known: {sorted(defaults)}")
+    typed = {k: _typed(k, v, defaults[k][0], Path(nb).stem) for k, v in params.items()}
+    return resolve_paths(typed, cwd)
+
+# ---------------------------------------------------------------- run folders and records
 def new_run_dir(runs_dir, name):
     "Create `runs_dir/name` (refusing to reuse an existing folder), or a fresh timestamped folder when `name` is None."
-    from .train import new_run_folder
-    if not name: return new_run_folder(runs_dir, '')
-    d = Path(runs_dir) / name
-    d.parent.mkdir(parents=True, exist_ok=True)
-    try: d.mkdir()
-    except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name") from None
-    return d
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if name:
+        d = runs_dir / name
+        try: d.mkdir()
+        except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name (or --resume {name})") from None
+        return d
+    stamp = dt.datetime.now().strftime('%Y%m%d-%H%M%S')
+    for i in range(1000):
+        d = runs_dir / (stamp + (f'-{i}' if i else ''))
+        try: d.mkdir(); return d
+        except FileExistsError: continue
+    raise SystemExit(f"error: could not create a new run folder in {runs_dir}")
 
 def data_identity(params):
     "Which data a run reads and its fingerprint."
@@ -69,38 +128,299 @@ def chapter_for_run(nb):
     node.cells = [c for c in node.cells if not (c.cell_type == 'code' and 'nbdev_export()' in c.source)]
     return node
 
-def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True):
-    "Execute a chapter with papermill into a new `runs/<name>/` with a `record.json`; returns the run folder."
+def read_record(out):
+    "The run's record.json as a dict ({} when there is none)."
+    f = Path(out) / 'record.json'
+    return json.loads(f.read_text()) if f.exists() else {}
+
+def update_record(out, **fields):
+    "Merge `fields` into the run's record.json (the chapter merges its own fields into the same file)."
+    from .data import write_json
+    rec = read_record(out); rec.update(fields)
+    write_json(Path(out) / 'record.json', rec)
+    return rec
+
+def pid_alive(pid):
+    "True while process `pid` of this host exists."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def run_status(rec):
+    "The recorded status, with 'stale' for a run recorded as running on this host whose process is gone."
+    st = rec.get('status', '?')
+    if st == 'running' and rec.get('host') == socket.gethostname() and rec.get('pid') and not pid_alive(rec['pid']): return 'stale'
+    return st
+
+# ---------------------------------------------------------------- progress while a chapter runs
+def _clock(s):
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+def _first_line(src):
+    lines = [l for l in src.splitlines() if l.strip() and not l.startswith('#|')]
+    return (lines[0][:70] if lines else '').strip()
+
+class Progress:
+    "What the run is doing: the executing cell (for the record) and, unless quiet, training progress read from its log.csv files."
+    def __init__(self, out, n_cells, quiet=False, stream=None, slow=10.):
+        self.out, self.n, self.quiet, self.stream, self.slow = Path(out), n_cells, quiet, stream or sys.stderr, slow
+        self.cell, self.src, self.t_cell, self.announced, self.logs, self.last = None, '', None, False, {}, None
+        self._stop = threading.Event()
+
+    def say(self, msg):
+        if not self.quiet: print(msg, file=self.stream, flush=True)
+
+    def cell_started(self, index, cell):
+        self.cell, self.src, self.t_cell, self.announced = index, cell.source, time.time(), False
+        self.last = self.executing()
+
+    def cell_finished(self, index):
+        if self.announced: self.say(f"[cell {index + 1}/{self.n}] ended after {_clock(time.time() - self.t_cell)}")
+        self.cell = None
+
+    def executing(self):
+        "The executing cell as 'cell N/M: first line', or None."
+        return None if self.cell is None else f"cell {self.cell + 1}/{self.n}: {_first_line(self.src)}"
+
+    def poll(self):
+        "Announce a slow cell once and print each new epoch of every log.csv under the run folder."
+        if self.cell is not None and not self.announced and time.time() - self.t_cell > self.slow:
+            self.announced = True
+            self.say(f"[{self.executing()}] running...")
+        for f in self.out.rglob('log.csv'): self._tail(f)
+
+    def _tail(self, f):
+        try:
+            with open(f, newline='') as fh: rows = list(csv.DictReader(fh))
+        except (OSError, csv.Error): return
+        seen, t0 = self.logs.get(f, (0, None))
+        if len(rows) < seen: seen = 0  # a new fit rewrote the log
+        if t0 is None: t0 = self.t_cell or time.time()
+        for r in rows[seen:]:
+            try: ep, n = int(float(r['epoch'])) + 1, (int(float(r['n_epoch'])) if r.get('n_epoch') else None)
+            except (KeyError, ValueError): continue
+            done = ep - int(float(rows[0]['epoch']))  # epochs trained since this fit (or its resume) began
+            per = (time.time() - t0) / max(done, 1)
+            losses = '  '.join(f"{k} {float(r[k]):.4g}" for k in ('train_loss', 'valid_loss') if r.get(k) not in (None, ''))
+            left = f", ~{_clock(per * (n - ep))} left" if n else ''
+            self.say(f"  {f.parent.relative_to(self.out) if f.parent != self.out else '.'}: epoch {ep}{f'/{n}' if n else ''}  {losses}  ({_clock(per)}/epoch{left})")
+        self.logs[f] = (len(rows), t0)
+
+    def watch(self, every=1.):
+        "Poll in a background thread until `stop()`."
+        def loop():
+            while not self._stop.wait(every):
+                try: self.poll()
+                except Exception: pass  # progress is a courtesy: never let it break a run
+        self._thread = threading.Thread(target=loop, daemon=True); self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if getattr(self, '_thread', None): self._thread.join(5)
+        try: self.poll()
+        except Exception: pass
+
+def _engine(progress, kernel_log):
+    "A papermill engine that tells `progress` which cell runs; the kernel process writes its own log to `kernel_log`."
+    from papermill.engines import NBClientEngine
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kw):
+            start, complete = nb_man.cell_start, nb_man.cell_complete
+            progress.n = len(nb_man.nb.cells)  # papermill has added its injected-parameters cell
+            # the kernel inherits file descriptor 2 when it starts: point it at the run's kernel.log for that
+            # moment, so that its messages (a shutdown during a cell logs a ZMQ traceback) stay out of the terminal
+            sys.stderr.flush()
+            saved = os.dup(2)
+            with open(kernel_log, 'ab') as log: os.dup2(log.fileno(), 2)
+            def restore():
+                nonlocal saved
+                if saved is not None: os.dup2(saved, 2); os.close(saved); saved = None
+            def cell_start(cell, cell_index=None, **k):
+                restore(); progress.cell_started(cell_index, cell); return start(cell, cell_index, **k)
+            def cell_complete(cell, cell_index=None, **k): progress.cell_finished(cell_index); return complete(cell, cell_index, **k)
+            nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            try: return super().execute_managed_notebook(nb_man, kernel_name, **kw)
+            finally: restore()
+    return Engine
+
+class RunKilled(BaseException):
+    "The run received SIGTERM (or SIGHUP): the record says 'killed'; args are the signal's name and the executing cell."
+
+def _error_fields(e, out):
+    "Exception type and message for the record; the full traceback into `traceback.txt` beside it."
     import papermill as pm
+    if isinstance(e, pm.PapermillExecutionError):  # the chapter's own exception, raised inside the kernel
+        etype, msg = e.ename, e.evalue
+        tb = re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(e.traceback))
+        where = f"cell {e.cell_index + 1}: {_first_line(e.source)}"
+    else:
+        etype, msg, tb, where = type(e).__name__, str(e), ''.join(traceback.format_exception(e)), None
+    (Path(out) / 'traceback.txt').write_text(tb)
+    return dict(error_type=etype, error=msg[:4000], traceback='traceback.txt', **({'error_cell': where} if where else {}))
+
+def _previous_attempt(rec):
+    keep = ('status', 'started', 'finished', 'seconds', 'killed_at', 'signal', 'cell', 'error_type', 'error', 'host', 'pid')
+    return {**{k: rec[k] for k in keep if k in rec}, 'status': run_status(rec)}
+
+def resume_run_dir(runs_dir, name, nb, params):
+    "The folder of run `name` to continue, after checking it is this chapter's, not finished, not alive, with equal parameters."
+    out = (Path(runs_dir) / name).resolve()
+    rec = read_record(out)
+    if not rec: raise SystemExit(f"error: {out}: no run record to resume (runs: {', '.join(sorted(p.name for p in Path(runs_dir).glob('*/record.json'))) or 'none'})")
+    if rec.get('notebook') != nb.name: raise SystemExit(f"error: {out} is a run of {rec.get('notebook')}, not {nb.name}")
+    st = run_status(rec)
+    if st == 'done': raise SystemExit(f"error: {out} finished already (status done); nothing to resume")
+    if st == 'running':
+        where = f"pid {rec.get('pid')} on {rec.get('host')}"
+        if rec.get('host') == socket.gethostname(): raise SystemExit(f"error: {out} is still running ({where})")
+        if not rec.get('slurm_job_id') or rec.get('slurm_job_id') != os.environ.get('SLURM_JOB_ID'):
+            raise SystemExit(f"error: {out} is recorded as running ({where}); this host cannot tell whether it still is")
+    same = lambda x: json.loads(json.dumps(x))  # as record.json holds it (tuples as lists)
+    before = {**{k: v[0] for k, v in notebook_parameters(nb).items()}, **rec.get('parameters', {})}
+    for k, v in params.items():
+        if same(v) != same(before.get(k)):
+            raise SystemExit(f"error: {out} ran with {k}={before.get(k)!r}; resuming with {k}={v!r} is refused: a resumed run keeps its parameters")
+    return out, rec
+
+def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True, resume=None, cwd=None):
+    "Execute a chapter with papermill into `runs/<name>/` with a `record.json`; `resume=NAME` continues a killed run. Returns the folder."
     from . import __version__
-    from .data import project_commit, write_json
-    from .train import RUN_DIR_ENV, update_record
-    nb, params = find_notebook(notebook), dict(params or {})
-    check_params(nb, params)
-    out = new_run_dir(runs_dir, name)
-    record = dict(notebook=nb.name, parameters=params, package_version=__version__, git_commit=project_commit(),
-                  **data_identity(params), python=platform.python_version(), started=dt.datetime.now().isoformat(),
-                  status='running')
+    from .data import project_commit
+    nb = find_notebook(notebook)
+    params = check_params(nb, dict(params or {}), cwd)
+    if resume:
+        out, old = resume_run_dir(runs_dir, resume, nb, params)
+        params = check_params(nb, old.get('parameters', {}), cwd)
+        attempts = old.get('attempts', []) + [_previous_attempt(old)]
+        for k in ('error_type', 'error', 'error_cell', 'traceback', 'killed_at', 'signal', 'cell', 'finished', 'seconds'): old.pop(k, None)
+        record = dict(old, attempts=attempts)
+    else:
+        out = new_run_dir(runs_dir, name).resolve()  # papermill changes the working folder during the run
+        record = dict(notebook=nb.name, chapter=nb.stem, parameters=params, package_version=__version__, git_commit=project_commit(),
+                      **data_identity(params), python=platform.python_version())
+    record.update(status='running', host=socket.gethostname(), pid=os.getpid(), started=dt.datetime.now().isoformat())
+    if os.environ.get('SLURM_JOB_ID'): record['slurm_job_id'] = os.environ['SLURM_JOB_ID']
+    from .data import write_json
     write_json(out / 'record.json', record)
-    t0, end, env_before = time.time(), {}, os.environ.get(RUN_DIR_ENV)
-    os.environ[RUN_DIR_ENV] = str(out.resolve())  # the kernel inherits it: the chapter writes its outputs here
+
+    chapter = chapter_for_run(nb)
+    watcher = Progress(out, len(chapter.cells), quiet=not progress)
+    runtime = out / '.jupyter-runtime'  # kernel connection files stay in the run folder, never in /tmp
+    env = dict(CARDIAC_NVAE_RUN_DIR=str(out.resolve()), CARDIAC_NVAE_RESUME='1' if resume else '')
+    saved_env = {k: os.environ.get(k) for k in env}
+    def killed(signum, frame): raise RunKilled(signal.Signals(signum).name, watcher.executing())
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may handle signals
+    saved_sig = {s: signal.signal(s, killed) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    os.environ.update(env)
+    t0, final = time.time(), {}
     try:
-        pm.execute_notebook(chapter_for_run(nb), str(out / nb.name), parameters=params, cwd=str(out),
-                            progress_bar=progress, kernel_name='python3')
-        end['status'] = 'done'
-    except BaseException as e:  # record interruptions and failures too; papermill has saved what ran
-        end.update(status='failed', error=f"{type(e).__name__}: {e}"[:2000])
+        watcher.watch()
+        _execute(chapter, out / nb.name, params, out, watcher, runtime)
+        final['status'] = 'done'
+    except RunKilled as e:
+        final.update(status='killed', signal=e.args[0], killed_at=dt.datetime.now().isoformat(), cell=e.args[1])
+        raise
+    except KeyboardInterrupt:
+        final.update(status='interrupted', killed_at=dt.datetime.now().isoformat(), cell=watcher.executing() or watcher.last)
+        raise
+    except BaseException as e:  # papermill has saved what ran
+        final.update(status='failed', **_error_fields(e, out))
         raise
     finally:
-        if env_before is None: os.environ.pop(RUN_DIR_ENV, None)
-        else: os.environ[RUN_DIR_ENV] = env_before
-        # merge: the chapter wrote its parameters and metrics into the same record while it ran
-        update_record(out, **end, finished=dt.datetime.now().isoformat(), seconds=round(time.time() - t0, 1))
+        for s, h in saved_sig.items(): signal.signal(s, h)
+        for k, v in saved_env.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+        watcher.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
+        final.update(finished=dt.datetime.now().isoformat(), seconds=round(time.time() - t0, 1))
+        update_record(out, **final)
     return out
 
+def _execute(chapter, output, params, out, watcher, runtime):
+    "papermill with an engine that reports the executing cell to `watcher`; the kernel's connection file in `runtime`."
+    import papermill as pm
+    from papermill.engines import papermill_engines
+    from traitlets.config import Config
+    papermill_engines.register('cardiac-nvae', _engine(watcher, out / 'kernel.log'))
+    runtime.mkdir(exist_ok=True)
+    # nbclient would otherwise write the connection file with mkstemp into /tmp
+    config = Config({'KernelManager': {'connection_file': str((runtime / 'kernel.json').resolve())}})
+    return pm.execute_notebook(chapter, str(output), parameters=params, cwd=str(out), progress_bar=False,
+                               kernel_name='python3', engine_name='cardiac-nvae', config=config)
+
+# ---------------------------------------------------------------- commands
+def _summary(out, rec):
+    "One line about a finished run."
+    st = rec.get('status', '?')
+    err = f"  {rec.get('error_type')}: {str(rec.get('error', '')).splitlines()[0][:120] if rec.get('error') else ''}" if st == 'failed' else ''
+    cell = f"  at {rec['cell']}" if st in ('killed', 'interrupted') and rec.get('cell') else ''
+    return f"{st:<8} {rec.get('chapter') or Path(rec.get('notebook', '?')).stem:<14} {out}  {_clock(rec.get('seconds') or 0)}{err}{cell}"
+
 def cmd_run(args):
-    out = run_chapter(args.notebook, parse_params(args.p, args.params), args.name, args.runs_dir, not args.quiet)
-    print(f"executed notebook: {out / find_notebook(args.notebook).name}\nrun folder (outputs, record.json): {out}")
+    out = None
+    try:
+        out = run_chapter(args.notebook, parse_params(args.p, args.params), args.name, args.runs_dir, not args.quiet, args.resume)
+    except (RunKilled, KeyboardInterrupt, Exception) as e:
+        if isinstance(e, SystemExit): raise
+        out = out or _last_run_dir(args)
+        if out is None: raise
+        rec = read_record(out)
+        print(_summary(out, rec))
+        if not args.quiet and rec.get('status') == 'failed': print(f"traceback: {out / 'traceback.txt'}", file=sys.stderr)
+        raise SystemExit(143 if isinstance(e, RunKilled) else 130 if isinstance(e, KeyboardInterrupt) else 1) from None
+    rec = read_record(out)
+    if args.quiet: print(_summary(out, rec))
+    else: print(f"executed notebook: {out / find_notebook(args.notebook).name}\nrun folder (outputs, record.json): {out}")
+
+def _last_run_dir(args):
+    "The run folder a failed `run` wrote into (the newest record of this chapter started by this process)."
+    base = Path(args.runs_dir)
+    if args.resume: return base / args.resume
+    if args.name: return base / args.name if (base / args.name / 'record.json').exists() else None
+    recs = [p.parent for p in base.glob('*/record.json') if read_record(p.parent).get('pid') == os.getpid()]
+    return max(recs, key=lambda p: p.stat().st_mtime) if recs else None
+
+KEY_PARAMS = (('epochs', ('epochs',)), ('train', ('train_slices', 'train_subset', 'max_train', 'n_train', 'train_size')), ('seed', ('seed',)))
+
+def _key_params(rec):
+    "Epochs, training-set size and seed of a run, from its record (the chapter's params, else the cli's parameters)."
+    p = {**rec.get('parameters', {}), **(rec.get('params') or {})}
+    m = rec.get('metrics') or {}
+    return {col: next((p.get(k, m.get(k)) for k in keys if p.get(k, m.get(k)) is not None), '-') for col, keys in KEY_PARAMS}
+
+def _headline(rec, n=3):
+    m = rec.get('metrics') or {}
+    items = [(k, v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:n]
+    return '  '.join(f"{k}={v:.4g}" for k, v in items)
+
+def list_runs(runs_dir='runs'):
+    "Rows (dicts) describing every run folder under `runs_dir`, oldest first."
+    rows = []
+    for f in sorted(Path(runs_dir).glob('*/record.json'), key=lambda f: f.stat().st_mtime):
+        try: rec = json.loads(f.read_text())
+        except (OSError, ValueError): rec = {'status': 'unreadable record'}
+        rows.append(dict(name=f.parent.name, chapter=rec.get('chapter') or Path(rec.get('notebook', '?')).stem,
+                         status=run_status(rec), **_key_params(rec), metrics=_headline(rec)))
+    return rows
+
+def cmd_runs(args):
+    rows = list_runs(args.runs_dir)
+    if not rows: print(f"no runs under {Path(args.runs_dir).resolve()}"); return
+    cols = ('name', 'chapter', 'status', 'epochs', 'train', 'seed', 'metrics')
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols[:-1]}
+    print('  '.join(c.ljust(width.get(c, 0)) for c in cols))
+    for r in rows: print('  '.join(str(r[c]).ljust(width.get(c, 0)) for c in cols))
+
+def cmd_params(args):
+    nb = find_notebook(args.notebook)
+    ps = notebook_parameters(nb)
+    w = max(len(f"{k} = {v[1]}") for k, v in ps.items())
+    print(f"{nb.stem} parameters (set with -p NAME VALUE):")
+    for k, (_, src, help_) in ps.items(): print((f"  {f'{k} = {src}'.ljust(w)}" + (f"  # {help_}" if help_ else '')).rstrip())
 
 def cmd_phantom(args):
     from .phantom import make_phantom
@@ -112,10 +432,10 @@ def cmd_demo(args):
     from .phantom import phantom_data_root
     from .data import load_slices
     root = phantom_data_root(seed=args.seed)
-    ss = load_slices(root / 'acdc' / 'training', progress=True)
-    print(f"phantom at {root}: {len(ss)} preprocessed ACDC-layout slices ({int(ss.empty.sum())} empty masks)")
-    out = run_chapter('00_data', {'data_root': str(root)}, args.name, args.runs_dir, not args.quiet)
-    print(f"executed notebook: {out / find_notebook('00_data').name}\nrun folder (outputs, record.json): {out}")
+    ss = load_slices(root / 'acdc' / 'training', progress=not args.quiet)
+    if not args.quiet: print(f"phantom at {root}: {len(ss)} preprocessed ACDC-layout slices ({int(ss.empty.sum())} empty masks)")
+    args.notebook, args.p, args.params, args.resume = '00_data', [('data_root', str(root))], None, None
+    cmd_run(args)
 
 def cmd_docs(args):
     "Build the documentation site: Quarto when installed, else nbconvert's HTML exporter."
@@ -126,23 +446,39 @@ def cmd_docs(args):
     print(f"built {len(site.pages)} pages with {site.engine}{why}: open {site.out / 'index.html'}")
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog='cardiac-nvae', description='Cardiac shape analysis with hierarchical VAEs.')
+    chs = chapters()
+    ap = argparse.ArgumentParser(prog='cardiac-nvae', formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description='Cardiac shape analysis with hierarchical VAEs: run the chapters of the compendium.',
+                                 epilog=(f"chapters (for run and params; by stem, number or title): {', '.join(chs)}" if chs
+                                         else "chapters: none found (`run` needs a clone of the project)")
+                                        + "\nexample: cardiac-nvae run 04_nvae -p epochs 20 --name nvae-e20")
     sub = ap.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='execute a chapter notebook with papermill into runs/<name>/')
-    r.add_argument('notebook', help="chapter: '00_data', '00', 'data' or a path to a .ipynb")
-    r.add_argument('-p', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='set a parameter (repeatable)')
+    r.add_argument('notebook', help="chapter: '00_data', '00', 'data' or a path to a .ipynb (see `cardiac-nvae params CHAPTER`)")
+    r.add_argument('-p', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='set a parameter (repeatable); relative paths are taken from here')
     r.add_argument('--params', help='YAML file of parameters (-p values win)')
     r.add_argument('--name', help='run folder name (default: a timestamp); an existing folder is never reused')
+    r.add_argument('--resume', metavar='NAME', help='continue the killed or failed run NAME in its folder, with its recorded parameters')
     r.add_argument('--runs-dir', default='runs', help='parent folder of runs (default: ./runs)')
-    r.add_argument('--quiet', action='store_true', help='no progress bar')
+    r.add_argument('--quiet', action='store_true', help='no progress; one line per finished run')
     r.set_defaults(func=cmd_run)
+    s = sub.add_parser('runs', help='list runs: name, chapter, status (stale: its process is gone), epochs, training size, seed, metrics')
+    s.add_argument('--runs-dir', default='runs', help='parent folder of runs (default: ./runs)')
+    s.set_defaults(func=cmd_runs)
+    q = sub.add_parser('params', help="print a chapter's parameters with their defaults and comments")
+    q.add_argument('notebook', help="chapter: '04_nvae', '04' or 'nvae'")
+    q.set_defaults(func=cmd_params)
     p = sub.add_parser('phantom', help='write a synthetic cardiac MRI dataset in an official layout')
-    p.add_argument('dest'); p.add_argument('--layout', choices=['acdc', 'mnms'], default='acdc')
-    p.add_argument('--patients', type=int, default=20); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('dest', help='folder to create (refused if it exists)')
+    p.add_argument('--layout', choices=['acdc', 'mnms'], default='acdc', help='folder layout and label convention (default: acdc)')
+    p.add_argument('--patients', type=int, default=20, help='patients (ACDC) or subjects (M&Ms) (default: 20)')
+    p.add_argument('--seed', type=int, default=0, help='random seed: the same seed gives the same files (default: 0)')
     p.set_defaults(func=cmd_phantom)
     d = sub.add_parser('demo', help='the main job on the embedded phantom: generate, preprocess, run the data chapter')
-    d.add_argument('--seed', type=int, default=0); d.add_argument('--name', default=None)
-    d.add_argument('--runs-dir', default='runs'); d.add_argument('--quiet', action='store_true')
+    d.add_argument('--seed', type=int, default=0, help='phantom seed (default: 0)')
+    d.add_argument('--name', default=None, help='run folder name (default: a timestamp)')
+    d.add_argument('--runs-dir', default='runs', help='parent folder of runs (default: ./runs)')
+    d.add_argument('--quiet', action='store_true', help='no progress; one line when done')
     d.set_defaults(func=cmd_demo)
     o = sub.add_parser('docs', help='build the documentation site (Quarto when installed, else nbconvert)')
     o.add_argument('--out', help='site folder (default: _docs)'); o.add_argument('--engine', choices=['quarto', 'nbconvert'])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #658b7ea6
 from __future__ import annotations
-import csv, gzip, hashlib, json, os, re, subprocess, tempfile, zlib
+import csv, gzip, hashlib, json, os, re, secrets, socket, subprocess, tempfile, time, warnings, zlib
 from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +18,15 @@ from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_COLUMNS', 'ACDC_INFO_KEYS', 'MNMS_PARTITIONS',
-           'SPEED_ENV', 'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame',
-           'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box',
-           'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
+           'STALE_TMP_SECONDS', 'SPEED_ENV', 'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame',
+           'read_frame', 'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms',
+           'heart_box', 'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
            'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
-           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients',
-           'acdc_splits', 'MaskDataset', 'PairDataset', 'mask_dataloaders', 'segmentation_dataloaders',
-           'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices',
-           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
+           'remove_stale_tmp', 'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices',
+           'AcdcSplits', 'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai',
+           'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader',
+           'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
+           'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -40,7 +41,9 @@ class DataError(ValueError):
 def read_nifti(path, kind='image'):
     "Read a NIfTI volume as `(array, spacing)`; raise `DataError` naming `path` if it is missing or unreadable."
     path = Path(path)
-    if not path.exists(): raise DataError(f"{path}: {kind} file is missing")
+    try: exists = path.exists()
+    except OSError as e: raise DataError(f"{path}: cannot access the {kind} file ({e.strerror or e})") from e
+    if not exists: raise DataError(f"{path}: {kind} file is missing")
     try:
         img = nib.load(str(path))
         arr = np.asanyarray(img.dataobj)
@@ -80,6 +83,8 @@ def read_frame(image_path, label_path=None, meta=None, remap=None, image_volume=
     meta = dict(meta or {})
     img, spacing = read_nifti(image_path, 'image') if image_volume is None else image_volume
     if img.ndim != 3: raise DataError(f"{image_path}: expected a 3D volume [H, W, S], got shape {img.shape}")
+    if img.dtype.kind in 'fc' and not np.isfinite(img).all():  # a NaN would spread through the rescale into every pixel
+        raise DataError(f"{image_path}: image has {int((~np.isfinite(img)).sum())} non-finite values (NaN or Inf)")
     meta.update(spacing_x=spacing[0], spacing_y=spacing[1], spacing_z=spacing[2], image_path=str(image_path))
     lab = None
     if label_path is not None:
@@ -96,9 +101,12 @@ ACDC_INFO_KEYS = ('ED', 'ES', 'Group', 'Height', 'Weight', 'NbFrame')
 def read_info_cfg(path):
     "Parse an ACDC `Info.cfg` into a dict with int ED, ES, NbFrame and float Height, Weight."
     path = Path(path)
-    if not path.exists(): raise DataError(f"{path}: Info.cfg is missing")
+    try: text = path.read_text(encoding='utf-8')
+    except FileNotFoundError: raise DataError(f"{path}: Info.cfg is missing") from None
+    except UnicodeDecodeError as e: raise DataError(f"{path}: Info.cfg is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e: raise DataError(f"{path}: Info.cfg is unreadable ({e.strerror or e})") from e
     info = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if ':' in line:
             k, v = line.split(':', 1)
             info[k.strip()] = v.strip()
@@ -117,9 +125,17 @@ def _acdc_patient_dirs(root):
     parts = [(root / p, p) for p in ('training', 'testing') if (root / p).is_dir()]
     if not parts: parts = [(root, {'training': 'train', 'testing': 'test'}.get(root.name, root.name))]
     out = [(d, {'training': 'train', 'testing': 'test'}.get(part, part))
-           for base, part in parts for d in sorted(base.glob('patient*')) if d.is_dir()]
+           for base, part in parts for d in sorted(base.glob('patient*'))]
     if not out: raise DataError(f"{root}: no patientNNN folders found (expected the official ACDC layout)")
+    for d, _ in out: _check_patient_dir(d)
     return out
+
+def _check_patient_dir(d):
+    "Raise `DataError` naming `d` unless it is a readable folder: a patient that vanished silently would change every split."
+    if d.is_symlink() and not d.exists(): raise DataError(f"{d}: patient entry is a dangling symlink (to {os.readlink(d)})")
+    if not d.is_dir(): raise DataError(f"{d}: patient entry is not a folder (expected patientNNN/ holding Info.cfg and NIfTI files)")
+    try: os.listdir(d)
+    except OSError as e: raise DataError(f"{d}: patient folder is unreadable ({e.strerror or e})") from e
 
 def iter_acdc(root, patients=None):
     "Yield the ED and ES `Frame`s of every ACDC patient under `root` (optionally only those in `patients`)."
@@ -369,24 +385,63 @@ def write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str)); os.replace(tmp, path)
     return path
 
+# %% ../nbs/00_data.ipynb #a6309955
+_TMP = re.compile(r'\.(\d+)-[0-9a-f]+@(.+)\.tmp$')  # <target>.<pid>-<token>@<host>.tmp
+STALE_TMP_SECONDS = 24 * 3600  # a temporary file untouched this long has no live writer, whatever its host
+
+def _pid_alive(pid):
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # another user's live process
+    return True
+
+def remove_stale_tmp(folder):
+    "Delete temporary files in `folder` left by killed writers; return their names."
+    host, now, gone = socket.gethostname(), time.time(), []
+    for p in Path(folder).glob('*.tmp*'):
+        if not p.name.endswith(('.tmp', '.tmp.npz')): continue
+        m = _TMP.search(p.name)
+        try: age = now - p.stat().st_mtime
+        except FileNotFoundError: continue
+        # older naming (`tmp*.tmp.npz`, `*.csv.tmp`, `*.pth*.tmp`) says nothing about its writer: only age tells
+        stale = (m and m.group(2) == host and not _pid_alive(int(m.group(1)))) or age > (STALE_TMP_SECONDS if m else 3600)
+        if stale and p.is_file():
+            p.unlink(missing_ok=True); gone.append(p.name)
+    return gone
+
+def atomic_write(path, write):
+    "Write `path` atomically: `write(f)` fills a binary file beside it, which is then renamed into place."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path.parent)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}@{socket.gethostname()}.tmp")
+    try:
+        with open(tmp, 'xb') as f: write(f)  # 'x': a new file with the umask's mode
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
 # %% ../nbs/00_data.ipynb #f8e8e94e
 def save_slices(ss, path):
     "Write a `SliceSet` to `path` (.npz) atomically: a temporary file renamed into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp.npz'); os.close(fd)
-    try:
-        np.savez(tmp, images=ss.images, masks=ss.masks, dropped=np.array(ss.dropped),
-                 meta=np.array(ss.meta.to_json(orient='records')))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, images=ss.images, masks=ss.masks, dropped=np.array(ss.dropped),
+                                                  meta=np.array(ss.meta.to_json(orient='records'))))
 
 def read_slices(path):
-    "Read a `SliceSet` written by `save_slices` (no pickles are loaded)."
-    with np.load(path, allow_pickle=False) as z:
-        meta = pd.DataFrame(json.loads(str(z['meta'])))
-        return SliceSet(z['images'], z['masks'], meta, int(z['dropped']))
+    "Read and check a `SliceSet` written by `save_slices` (no pickles are loaded); `DataError` naming `path` if corrupt."
+    path = Path(path)
+    try:
+        with open(path, 'rb') as f, np.load(f, allow_pickle=False) as z:  # our handle: closed even when np.load fails
+            images, masks, dropped = z['images'], z['masks'], int(z['dropped'])
+            meta = pd.DataFrame(json.loads(str(z['meta'])))
+    # a truncated or flipped-byte file fails in many ways (BadZipFile, bad CRC-32, EOFError, a garbled npy
+    # header's SyntaxError or ValueError, a huge garbled shape's MemoryError): all mean "not a usable file"
+    except Exception as e: raise DataError(f"{path}: corrupt slice file ({type(e).__name__}: {e})") from e
+    if images.ndim != 3 or masks.shape != images.shape or len(meta) != len(masks) or masks.dtype != np.uint8:
+        raise DataError(f"{path}: inconsistent slice file (images {images.shape}, masks {masks.shape} {masks.dtype}, {len(meta)} rows)")
+    if masks.size and masks.max() > 3: raise DataError(f"{path}: label values outside {{0,1,2,3}} (max {masks.max()})")
+    if not np.isfinite(images).all(): raise DataError(f"{path}: {int((~np.isfinite(images)).sum())} non-finite image values")
+    return SliceSet(images, masks, meta, dropped)
 
 # %% ../nbs/00_data.ipynb #9a928b3f
 def load_slices(root, dataset='acdc', size=128, margin=4, crop='heart', csv=None, use_cache=True, progress=False):
@@ -394,7 +449,9 @@ def load_slices(root, dataset='acdc', size=128, margin=4, crop='heart', csv=None
     if dataset not in ('acdc', 'mnms'): raise ValueError(f"dataset must be 'acdc' or 'mnms', not {dataset!r}")
     key = _cache_key(root, dataset=dataset, size=size, margin=margin, crop=crop, csv=str(csv))
     path = cache_dir() / f"{dataset}-{key}.npz"
-    if use_cache and path.exists(): return read_slices(path)
+    if use_cache and path.exists():
+        try: return read_slices(path)
+        except DataError as e: warnings.warn(f"{e}; rebuilding it", stacklevel=2)  # the message starts with the path
     frames = iter_acdc(root) if dataset == 'acdc' else iter_mnms(root, csv)
     ss = preprocess_frames(frames, size, margin, crop, progress=progress)
     if use_cache: save_slices(ss, path)
@@ -463,8 +520,20 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.masks)
     def __getitem__(self, i): return self.images[i][None].float(), self.masks[i].long()
 
+# %% ../nbs/00_data.ipynb #6399fc49
+def import_fastai(*modules):
+    "Import fastai `modules` with the deprecation warnings that the pinned fastai 2.8.7 raises in its own import silenced."
+    import importlib
+    with warnings.catch_warnings():
+        # fastai/layers.py applies torch.jit.script at import (deprecated by torch 2.10) and fastai/tabular/core.py sets
+        # pandas' 'mode.chained_assignment' option (deprecated by pandas 3): both are inside the pinned library
+        warnings.filterwarnings('ignore', r'`torch\.jit\.script` is deprecated', FutureWarning)
+        warnings.filterwarnings('ignore', r"The 'mode\.chained_assignment' option is deprecated")
+        for m in modules: importlib.import_module(m)
+
 # %% ../nbs/00_data.ipynb #0780c403
 def _dataloaders(train_ds, valid_ds, bs, seed, device, resident=False, augment=None):
+    import_fastai('fastai.data.core')
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.torch_core import default_device, set_seed

@@ -243,11 +243,11 @@ def top5_accuracy(z, partner): "Fraction of views whose partner is among the 5 m
 def top1_error(z, partner): "1 - top-1 accuracy (the checkpoint monitor: lower is better)."; return 1 - top1_accuracy(z, partner)
 
 # %% ../nbs/05_frds.ipynb #e8d33357
+from .train import make_learner, load_weights  # first: it imports fastai without fastai's own import-time warnings
 from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.optimizer import OptimWrapper
 from .data import mask_dataloaders
-from .train import make_learner, load_weights
 
 class SimCLRNet(nn.Module):
     "ResNet-18 backbone (512-d, random init) and a projection head 512 → 512 → 128 (thesis figure 5.1)."

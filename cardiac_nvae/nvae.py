@@ -362,9 +362,9 @@ class SpectralRegulariser:
 
 # %% ../nbs/04_nvae.ipynb #684ba340
 from functools import partial
+from .train import make_learner, recon_loss, TermSchedule, LinearSchedule  # first: it imports fastai without fastai's own import-time warnings
 from fastai.optimizer import OptimWrapper
 from fastai.callback.schedule import ParamScheduler, SchedCos
-from .train import make_learner, recon_loss, TermSchedule, LinearSchedule
 
 class NVAETerms:
     "Loss terms of eq. 4.3 from `(logits, KL [B, groups])`: recon, beta-weighted KL (balanced while `gamma < 1`), SR, logged KLs."

@@ -8,7 +8,7 @@
 # API summary (see nbs/03_train.ipynb):
 # - model.forward(x) -> dict of scalar loss terms, or (output, terms) / (output, terms, extras)
 # - make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None,
-#   cbs=None, path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False) -> Learner
+#   cbs=None, path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None) -> Learner
 # - TermsLoss, split_pred, seed_everything, default_device, params_except, torch_adam
 # - LinearSchedule, TermSchedule, KLWarmup, LossTermsLogger, BestCheckpoint, NaNGuard, NonFiniteLossError,
 #   Resume, AuxOptimizer
@@ -16,7 +16,7 @@
 # - runs: run_dir, find_run, read_record, update_record, check_run, load_run_weights, RunError, RunMismatchError
 # - recon_loss(logits, target), gaussian_kl(mu, logvar)
 from __future__ import annotations
-import json, math, os, random, tempfile, time
+import json, math, os, random, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .data import import_fastai
+import_fastai('fastai.learner', 'fastai.callback.schedule')  # quietly: see `import_fastai`
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException, CancelEpochException
 from fastai.callback.progress import ProgressCallback
@@ -40,9 +42,9 @@ __all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default
            'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger',
            'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype', 'BF16Autocast',
            'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss', 'DeviceLosses',
-           'make_learner', 'device_name', 'write_record', 'RunError', 'RunMismatchError', 'plain_json', 'project_root',
-           'runs_root', 'new_run_folder', 'run_dir', 'find_run', 'read_record', 'update_record', 'recorded',
-           'check_run', 'load_run_weights']
+           'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunError', 'RunMismatchError', 'plain_json',
+           'project_root', 'runs_root', 'new_run_folder', 'run_dir', 'find_run', 'read_record', 'update_record',
+           'recorded', 'check_run', 'load_run_weights']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -109,28 +111,34 @@ def plain(obj):
 
 def save_checkpoint(obj, path):
     "Write `obj` (tensors, numbers, strings, lists, dicts) to `path` atomically; return the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp'); os.close(fd)
-    try:
-        torch.save(plain(obj), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    from cardiac_nvae.data import atomic_write  # also removes temporaries of killed writers
+    obj = plain(obj)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def load_checkpoint(path, map_location='cpu'):
     "Read a checkpoint with `torch.load(weights_only=True)`: tensors and plain data only, never code."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: checkpoint file is missing")
-    try: return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():  # a file not written by torch.save (pickle protocol != 2): refused below if unsafe
+            warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         why = [l.strip() for l in str(e).splitlines() if 'Unsupported' in l] or [str(e)[:200]]
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: {why[0][:300]})") from e
 
 def load_weights(model, path):
-    "Load the model weights of a checkpoint written by `BestCheckpoint` or `Resume` into `model`."
+    "Load the model weights of a checkpoint written by `BestCheckpoint` or `Resume` into `model`; errors name the file."
     ck = load_checkpoint(path, next(model.parameters()).device)
-    model.load_state_dict(ck['model'])
+    sd = ck.get('model') if isinstance(ck, dict) else None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: no 'model' weights in the checkpoint (it holds {sorted(ck) if isinstance(ck, dict) else type(ck).__name__})")
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise CheckpointError(f"{path}: non-finite weights in {len(bad)} tensor(s), e.g. {bad[:3]}; refused")
+    try: model.load_state_dict(sd)
+    except RuntimeError as e:
+        why = ' '.join(str(e).split())  # torch lists missing, unexpected and mis-shaped keys over several lines
+        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__}: {why[:600]}") from e
     return ck
 
 # %% ../nbs/03_train.ipynb #b3646542
@@ -210,12 +218,13 @@ class LossTermsLogger(Callback):
         if isinstance(self.learn.loss_func, TermsLoss):
             row.update({f"w_{k}": float(v) for k, v in self.learn.loss_func.weights.items()})
         row['lr'] = float(self.learn.opt.hypers[-1]['lr'])
+        row['n_epoch'] = self.n_epoch  # so that a reader of the log (`cardiac-nvae run`'s progress) knows the total
         self.rows.append(row)
         if self.fname: self._write()
 
     def _write(self):
-        fd, tmp = tempfile.mkstemp(dir=self.fname.parent, suffix='.csv.tmp'); os.close(fd)
-        self.df.to_csv(tmp, index=False); os.replace(tmp, self.fname)
+        from cardiac_nvae.data import atomic_write
+        atomic_write(self.fname, lambda f: f.write(self.df.to_csv(index=False).encode()))
 
     @property
     def df(self): "The log as a DataFrame."; return pd.DataFrame(self.rows)
@@ -341,16 +350,16 @@ def _set_rng_state(learn, st):
 def _as_tuple(x): return tuple(_as_tuple(o) for o in x) if isinstance(x, (list, tuple)) else x
 
 class Resume(Callback):
-    "Save the full training state after every epoch in `fname`; a new fit with the same `fname` continues from it."
+    "Save the full training state after every epoch in `fname`; a new fit with the same `fname` continues from it (unless `load=False`)."
     order = 75  # after every callback whose state it saves
-    def __init__(self, fname): self.fname, self.start = Path(fname), 0
+    def __init__(self, fname, load=True): self.fname, self.start, self.load = Path(fname), 0, load
 
     def _cbs_with_state(self):
         return {type(cb).__name__: cb for cb in self.learn.cbs if getattr(type(cb), 'resume_state', None)}
 
     def before_fit(self):
         self.run, self.start = _real_training(self), 0
-        if not self.run or not self.fname.exists(): return
+        if not self.run or not self.load or not self.fname.exists(): return
         st = load_checkpoint(self.fname, next(self.learn.model.parameters()).device)
         if st['n_epoch'] != self.n_epoch:
             raise ValueError(f"{self.fname}: saved run had n_epoch={st['n_epoch']}, this fit has {self.n_epoch}; delete the file or match it")
@@ -492,8 +501,14 @@ class DeviceLosses(Callback):
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
+def cli_resume(path):
+    "`make_learner(resume=None)` under `cardiac-nvae run`: save the state in `path` every epoch ('save'), and continue from it on `--resume` (True)."
+    run = os.environ.get('CARDIAC_NVAE_RUN_DIR')  # RUN_DIR_ENV, set by `cardiac-nvae run` (defined further down)
+    if path is None or not run or not Path(path).resolve().is_relative_to(Path(run).resolve()): return False
+    return True if os.environ.get('CARDIAC_NVAE_RESUME') == '1' else 'save'
+
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
-                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=False, monitor='valid_loss',
+                 path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss',
                  compile=None, channels_last=None, nan_check_every=None):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
@@ -512,7 +527,8 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     if path is not None:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         cbs += [LossTermsLogger(path / 'log.csv'), BestCheckpoint(path / 'best.pth', monitor)]
-        if resume: cbs.append(Resume(path / 'last.pth'))
+        if resume is None: resume = cli_resume(path)
+        if resume: cbs.append(Resume(path / 'last.pth', load=resume != 'save'))
     elif resume: raise ValueError("resume=True needs a `path` for the checkpoint")
     else: cbs.append(LossTermsLogger())
     kw = {'splitter': splitter} if splitter is not None else {}
