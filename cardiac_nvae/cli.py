@@ -1,6 +1,6 @@
 """Command-line entry point `cardiac-nvae`: thin wrappers over the chapter modules (no notebook owns this file)."""
 from __future__ import annotations
-import argparse, datetime as dt, platform, time
+import argparse, datetime as dt, json, platform, time
 from pathlib import Path
 
 import yaml
@@ -97,6 +97,7 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
         raise
     finally:
         record.update(finished=dt.datetime.now().isoformat(), seconds=round(time.time() - t0, 1))
+        record = {**json.loads((out / 'record.json').read_text()), **record}  # keep what the chapter merged in (metrics)
         write_json(out / 'record.json', record)
     return out
 
