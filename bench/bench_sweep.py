@@ -47,6 +47,10 @@ def main(points=4, use_slurm=True):
         d = Path(d); toy = write_toy_chapter(d / 'toy.ipynb')
         spec = lambda name: {'name': name, 'stages': [{'name': 't', 'chapter': str(toy), 'grid': {'x': list(range(points))}}],
                              'slurm': {'time_min': 30, 'mem_gb': 1, 'array_parallelism': 1}}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, '-m', 'cardiac_nvae.cli', 'run', str(toy), '--runs-dir', str(d / 'single'), '--name', 'a', '--quiet'],
+                       check=True, capture_output=True)
+        rows.append(dict(what='one `cardiac-nvae run` of the toy (whole process)', seconds=round(time.perf_counter() - t0, 2)))
         t0 = time.perf_counter(); sd, _ = sweep(spec('local'), 'local', workers=1, runs_dir=d); wall = time.perf_counter() - t0
         pm_s, _ = per_point(sd)
         rows += [dict(what='local sweep, 1 worker: wall per point', seconds=round(wall / points, 2)),
@@ -59,6 +63,7 @@ def main(points=4, use_slurm=True):
                 rows += [dict(what='slurm sweep, 1 task at a time: wall per point', seconds=round(wall / points, 2)),
                          dict(what='  of which papermill execution (record "seconds")', seconds=round(pm_s, 2))]
         elif use_slurm: rows.append(dict(what='slurm: not installed (apt-get install -y slurm-wlm munge)', seconds=None))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(pd.DataFrame(rows).to_string(index=False))
 
 
