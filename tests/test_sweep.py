@@ -138,3 +138,10 @@ def test_report_means_and_standard_errors_match_a_hand_computation(toy, tmp_path
         assert t.loc[x, 'm.value'] == pytest.approx(mean) and t.loc[x, 'm.value SE'] == pytest.approx(se)
         assert t.loc[x, 'runs'] == 3 and t.loc[x, 'seeds'] == '0, 1, 5' and t.loc[x, 'scale'] == 'quick'
     assert {p.suffix for p in (tmp_path / 'tables').iterdir()} == {'.md', '.csv', '.html'}
+    import sys, yaml
+    (tmp_path / 'rep.yaml').write_text(yaml.safe_dump(spec))
+    cli = lambda *a: subprocess.run([sys.executable, '-m', 'cardiac_nvae.cli', *a], capture_output=True, text=True, check=True).stdout
+    status = cli('sweep', str(tmp_path / 'rep.yaml'), '--status', '--runs-dir', str(tmp_path))
+    assert status.splitlines()[1].split()[:4] == ['stage', 'chapter', 'points', 'done'] and ' 6 ' in status.splitlines()[2], status
+    out = cli('report', str(sd))
+    assert '### Sweep' in out and '| 12.0 |' in out and '| 22.0 |' in out, out  # means of 10, 11, 15 and 20, 21, 25
