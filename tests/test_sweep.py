@@ -145,3 +145,14 @@ def test_report_means_and_standard_errors_match_a_hand_computation(toy, tmp_path
     assert status.splitlines()[1].split()[:4] == ['stage', 'chapter', 'points', 'done'] and ' 6 ' in status.splitlines()[2], status
     out = cli('report', str(sd))
     assert '### Sweep' in out and '| 12.0 |' in out and '| 22.0 |' in out, out  # means of 10, 11, 15 and 20, 21, 25
+
+def test_readme_and_index_what_reproduces_tables_are_built_from_results():
+    "The 'what reproduces' tables of README.md and index.ipynb are exactly what report makes of results/ (never typed)."
+    from cardiac_nvae.report import README_MARKERS, readme_table
+    table = readme_table()
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    for name, text in (('README.md', (ROOT / 'README.md').read_text()),
+                       ('index.ipynb', '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown'))):
+        a, b = README_MARKERS
+        assert text[text.index(a) + len(a):text.index(b)].strip() == table.strip(), \
+            f"{name}: rerun cardiac_nvae.report.update_readme_table with readme_table()"
