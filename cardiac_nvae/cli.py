@@ -131,7 +131,8 @@ def cmd_sweep(args):
 
 def cmd_report(args):
     "Thesis tables from run records (cardiac_nvae.report)."
-    from .report import report, render
+    from .report import report, render, update_readme
+    if args.update_readme: print(update_readme()); return
     tables = report(args.sources or None, args.out)
     print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {args.sources or 'results/ and runs/'}")
     if args.out: print(f"\nmarkdown, CSV and HTML tables written to {args.out}")
@@ -170,6 +171,7 @@ def build_parser():
     rp = sub.add_parser('report', help='thesis tables (mean ± SE, Welch p) from run records of a sweep or runs folder')
     rp.add_argument('sources', nargs='*', help='folders with run records (default: results/ and runs/)')
     rp.add_argument('--out', help='write each table as markdown, CSV and HTML into this folder')
+    rp.add_argument('--update-readme', action='store_true', help="rewrite the 'what reproduces' table of README and index from results/")
     rp.set_defaults(func=cmd_report)
     return ap
 
