@@ -445,6 +445,26 @@ def cmd_docs(args):
     why = '' if site.engine == 'quarto' else ' (Quarto is not installed)' if args.engine is None else ''
     print(f"built {len(site.pages)} pages with {site.engine}{why}: open {site.out / 'index.html'}")
 
+def cmd_sweep(args):
+    "Run, submit or show a sweep spec (cardiac_nvae.sweep)."
+    from .sweep import load_spec, sweep, sweep_dir_of, sweep_status, format_status
+    spec = load_spec(args.spec)
+    if not args.status:
+        slurm = dict(partition=args.partition, time_min=args.time, mem_gb=args.mem_gb, gpus_per_task=args.gpus,
+                     array_parallelism=args.array_parallelism, sbatch=dict(o.split('=', 1) for o in args.sbatch or []) or None)
+        d, res = sweep(spec, args.executor, args.workers, args.runs_dir, slurm, wait=args.wait)
+        print(f"{args.executor}: {len(res)} point(s) {'run' if args.executor == 'local' else 'submitted'}: "
+              + (', '.join(f'{k} ({v})' for k, v in res.items()) or 'none (all done, running or queued)'))
+    print(f"sweep folder: {sweep_dir_of(spec, args.runs_dir)}\n" + format_status(*sweep_status(sweep_dir_of(spec, args.runs_dir))))
+
+def cmd_report(args):
+    "Thesis tables from run records (cardiac_nvae.report)."
+    from .report import report, render, update_readme
+    if args.update_readme: print(update_readme()); return
+    tables = report(args.sources or None, args.out)
+    print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {args.sources or 'results/ and runs/'}")
+    if args.out: print(f"\nmarkdown, CSV and HTML tables written to {args.out}")
+
 def build_parser():
     chs = chapters()
     ap = argparse.ArgumentParser(prog='cardiac-nvae', formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -484,6 +504,23 @@ def build_parser():
     o.add_argument('--out', help='site folder (default: _docs)'); o.add_argument('--engine', choices=['quarto', 'nbconvert'])
     o.add_argument('--force', action='store_true', help="reprocess every notebook (nbdev's _proc cache)")
     o.set_defaults(func=cmd_docs)
+    w = sub.add_parser('sweep', help='run a sweep spec (grid of runs) locally or on Slurm; rerun to finish it')
+    w.add_argument('spec', help='sweep spec (YAML), e.g. sweeps/table61-quick.yaml')
+    w.add_argument('--status', action='store_true', help='only show done/running/queued/failed/killed/pending per stage')
+    w.add_argument('--executor', choices=['local', 'slurm'], default='local')
+    w.add_argument('--workers', type=int, help='local workers (default: one per GPU, one on CPU)')
+    w.add_argument('--runs-dir', help="parent of the sweep folder (default: the spec's runs_dir, else ./runs)")
+    w.add_argument('--wait', action='store_true', help='slurm: wait until every submitted task has left the queue')
+    w.add_argument('--partition'); w.add_argument('--time', type=int, help='slurm: minutes per task')
+    w.add_argument('--mem-gb', type=float); w.add_argument('--gpus', type=int, help='slurm: GPUs per task')
+    w.add_argument('--array-parallelism', type=int, help='slurm: array tasks running at once')
+    w.add_argument('--sbatch', action='append', metavar='KEY=VALUE', help='extra sbatch option, e.g. --sbatch qos=high (repeatable)')
+    w.set_defaults(func=cmd_sweep)
+    rp = sub.add_parser('report', help='thesis tables (mean ± SE, Welch p) from run records of a sweep or runs folder')
+    rp.add_argument('sources', nargs='*', help='folders with run records (default: results/ and runs/)')
+    rp.add_argument('--out', help='write each table as markdown, CSV and HTML into this folder')
+    rp.add_argument('--update-readme', action='store_true', help="rewrite the 'what reproduces' table of README and index from results/")
+    rp.set_defaults(func=cmd_report)
     return ap
 
 def main(argv=None):
