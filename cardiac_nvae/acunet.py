@@ -360,7 +360,7 @@ def vae_from_run(run, size=None, kind='beta-VAE'):
     if size is not None and side != size: raise ShapeEncoderError(f"vae_run {str(run)!r} encodes {side}x{side} masks, this run has size={size}")
     return freeze(model), rec
 
-# %% ../nbs/06_acunet.ipynb #e6730808
+# %% ../nbs/06_acunet.ipynb #fb58d740
 THESIS_OMEGA = 126_717
 THESIS_ALPHA_SWEEP = pd.DataFrame({'alpha': [0., 1.], 'DSC': [np.nan, 0.915], 'AV': [51.5, 89.6]})  # thesis 6.2.3 (alpha = 0: DSC within 0.002 of U-Net)
 
