@@ -17,15 +17,16 @@ import torch.nn.functional as F
 from .data import one_hot, CLASSES, STRUCTURES
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'DISTURBANCES', 'THESIS_TABLE_5_2', 'trace_sqrt_product',
-           'frechet_distance', 'gaussian_stats', 'frechet_from_features', 'as_label_maps', 'structure_channels',
-           'simclr_input', 'fid_input', 'resize_masks', 'MissingWeightsError', 'inception_weights_path',
-           'inception_encoder', 'encoder_hash', 'Encoder', 'FrechetValue', 'frechet_score', 'frechet_table',
-           'view_matrices', 'warp_labels', 'augment_masks', 'similarity_logits', 'partner_index', 'info_nce_loss',
-           'positive_rank', 'top1_accuracy', 'top5_accuracy', 'top1_error', 'SimCLRNet', 'SimCLRViews', 'adamw',
-           'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'average_smoothing', 'black_box',
-           'elastic', 'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca',
-           'validity_vs_frds', 'baseline_generations']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'SIMCLR_CHECKPOINT', 'DISTURBANCES',
+           'THESIS_TABLE_5_2', 'trace_sqrt_product', 'frechet_distance', 'gaussian_stats', 'frechet_from_features',
+           'as_label_maps', 'structure_channels', 'simclr_input', 'fid_input', 'resize_masks', 'MissingWeightsError',
+           'inception_weights_path', 'inception_encoder', 'encoder_hash', 'Encoder', 'FrechetValue', 'frechet_score',
+           'frechet_table', 'view_matrices', 'warp_labels', 'augment_masks', 'similarity_logits', 'partner_index',
+           'info_nce_loss', 'positive_rank', 'top1_accuracy', 'top5_accuracy', 'top1_error', 'SimCLRNet', 'SimCLRViews',
+           'adamw', 'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'quick_simclr_encoder',
+           'EncoderHashError', 'load_simclr_run', 'simclr_encoder', 'average_smoothing', 'black_box', 'elastic',
+           'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca', 'validity_vs_frds',
+           'baseline_generations']
 
 # %% ../nbs/05_frds.ipynb #d03a8508
 def _f64(x):
@@ -149,6 +150,7 @@ class Encoder:
         self.net, self.transform, self.name, self.size, self.batch_size = net.eval(), transform, name, size, batch_size
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.hash = encoder_hash(net, f"{name}|{getattr(transform, '__name__', transform)}", size)
+        self.info = dict(encoder_hash=self.hash, encoder_size=size)  # where it came from, for records (set by the loaders)
 
     def __repr__(self): return f"Encoder({self.name}, size={self.size}, hash={self.hash})"
 
@@ -308,6 +310,62 @@ def frds_encoder(net, size=None, batch_size=128, device=None):
     "The FRDS `Encoder`: the backbone without its projection head, on masks rescaled to [-1, 1] (thesis 5.1.3)."
     backbone = net.backbone if isinstance(net, SimCLRNet) else net
     return Encoder(backbone, simclr_input, 'simclr-resnet18', size=size, batch_size=batch_size, device=device)
+
+# %% ../nbs/05_frds.ipynb #e5f14f7b
+QUICK_SIMCLR = dict(size=32, epochs=2, batch_pairs=32, max_train=512, max_valid=64)  # inline encoder of quick mode (seconds on a CPU)
+
+def _seeded_subset(ss, n, rng):
+    "At most `n` slices of a `SliceSet`, a seeded random subset kept in order."
+    return ss if not n or len(ss) <= n else ss[np.sort(rng.choice(len(ss), n, replace=False))]
+
+def quick_simclr_encoder(train, valid, size=32, epochs=2, seed=42, batch_pairs=32, max_train=512, max_valid=64,
+                         path=None, device=None):
+    "FRDS `Encoder` of a small SimCLR pretrained inline on seeded subsets of two `SliceSet`s (quick mode only)."
+    rng = np.random.default_rng(seed)
+    tr, va = _seeded_subset(train, max_train, rng), _seeded_subset(valid, max_valid, rng)
+    learn = simclr_learner(tr, va, batch_pairs=batch_pairs, size=size, path=path, seed=seed, device=device, quiet=True)
+    fit_simclr(learn, epochs)
+    enc = frds_encoder(learn.model, size=size)
+    enc.info = dict(simclr_run=None, encoder_hash=enc.hash, encoder_size=size, encoder_epochs=epochs, encoder_train_size=len(tr))
+    return enc
+
+SIMCLR_CHECKPOINT = 'simclr/best.pth'  # where a 05_frds run keeps its encoder, relative to the run folder
+
+class EncoderHashError(ValueError):
+    "Weights whose recomputed encoder hash differs from the one their run recorded; the message names the run."
+
+def load_simclr_run(run, expect=None, device=None):
+    "`(Encoder, record)` of a `05_frds` run: record checked, weights loaded with `weights_only`, encoder hash verified."
+    from cardiac_nvae.train import find_run, check_run, load_run_weights
+    run = find_run(run)
+    rec = check_run(run, chapter='05_frds', expect=expect)
+    size, recorded = rec.get('encoder_size', rec.get('params', {}).get('encoder_size')), rec.get('encoder_hash')
+    if recorded is None: raise EncoderHashError(f"{run}: its record has no encoder_hash (not a finished 05_frds run?)")
+    net = SimCLRNet()
+    load_run_weights(net, run, fname=SIMCLR_CHECKPOINT)
+    enc = frds_encoder(net, size=size, device=device)
+    if enc.hash != recorded:
+        raise EncoderHashError(f"{run}: the weights in {SIMCLR_CHECKPOINT} hash to {enc.hash}, but the run recorded "
+                               f"encoder_hash {recorded}: not the encoder that run scored with")
+    enc.info = dict(simclr_run=str(run), encoder_hash=enc.hash, encoder_size=size, encoder_epochs=rec.get('epochs'),
+                    encoder_train_size=rec.get('train_size'))
+    return enc, rec
+
+
+def simclr_encoder(simclr_run=None, train=None, valid=None, path=None, seed=42, device=None, **quick):
+    "The FRDS `Encoder` of `simclr_run` when given, else a quick inline one (`QUICK_SIMCLR`, overridable); prints which."
+    if simclr_run is not None:
+        enc, _ = load_simclr_run(simclr_run, device=device)
+        print(f"FRDS encoder: SimCLR run {enc.info['simclr_run']} (hash {enc.hash}, {enc.info['encoder_epochs']} epochs, "
+              f"{enc.info['encoder_train_size']} training masks, {enc.size} px)")
+        return enc
+    if train is None or valid is None: raise ValueError("no simclr_run given: pass `train` and `valid` SliceSets to train a quick encoder")
+    kw = {**QUICK_SIMCLR, **quick}
+    enc = quick_simclr_encoder(train, valid, seed=seed, path=path, device=device, **kw)
+    print(f"FRDS encoder: no simclr_run given, so quick mode trained a small SimCLR encoder inline (hash {enc.hash}, "
+          f"{kw['epochs']} epochs on {enc.info['encoder_train_size']} masks at {kw['size']} px): its FRDS values are not "
+          "comparable to the thesis' or to another encoder's")
+    return enc
 
 # %% ../nbs/05_frds.ipynb #568b4789
 def average_smoothing(masks, k, generator=None):
