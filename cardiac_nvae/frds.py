@@ -25,8 +25,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'S
            'info_nce_loss', 'positive_rank', 'top1_accuracy', 'top5_accuracy', 'top1_error', 'SimCLRNet', 'SimCLRViews',
            'adamw', 'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'quick_simclr_encoder',
            'EncoderHashError', 'load_simclr_run', 'simclr_encoder', 'average_smoothing', 'black_box', 'elastic',
-           'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca', 'validity_vs_frds',
-           'baseline_generations']
+           'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca', 'baseline_generations',
+           'run_generations', 'pick_good_bad', 'validity_vs_frds']
 
 # %% ../nbs/05_frds.ipynb #d03a8508
 def _f64(x):
@@ -466,14 +466,7 @@ def show_embedding_pca(points, pairs=(('train', 'test'), ('test', 'good generati
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/05_frds.ipynb #e3c73adc
-def validity_vs_frds(encoder, reference, mask_sets):
-    "Table of FRDS (against `reference`) and % AV for named mask sets (figure 5.5's points)."
-    from cardiac_nvae.validity import percent_valid
-    fr = encoder.features(reference)
-    return pd.DataFrame([dict(model=name, FRDS=frechet_score(encoder, reference, m, real_features=fr).value, AV=percent_valid(m))
-                         for name, m in mask_sets.items()])
-
+# %% ../nbs/05_frds.ipynb #2fdf7878
 def baseline_generations(train, valid, n, epochs, widths=(8, 16, 32, 64), lr=1e-3, seed=42):
     "Generations of the three chapter-03 baselines after each epoch 0..`epochs` (models of growing quality), by name."
     from cardiac_nvae.baselines import BASELINES, baseline_learner, generate_masks
@@ -485,3 +478,32 @@ def baseline_generations(train, valid, n, epochs, widths=(8, 16, 32, 64), lr=1e-
             if ep: learn.fit(1)
             gens[f"{kind} @{ep}"] = generate_masks(learn.model, n, seed=seed)
     return gens
+
+def run_generations(run, n, seed=42):
+    "Generations of each baseline of a `03_baselines` run (loaded by `load_baseline_run`), by name, and the run's record."
+    from cardiac_nvae.baselines import BASELINES, load_baseline_run, generate_masks
+    gens, rec = {}, None
+    for kind in BASELINES:
+        model, rec = load_baseline_run(run, kind)
+        gens[f"{kind} (run)"] = generate_masks(model, n, seed=seed)
+    return gens, rec
+
+def pick_good_bad(validities):
+    "Names of the generators with the highest and lowest % AV among those whose masks are mostly non-empty (figure 5.8)."
+    ok = {k: v['pct_valid'] for k, v in validities.items() if not v['mostly_empty']}
+    if len(ok) < 2: raise ValueError(f"need two generators whose masks are mostly non-empty, got {sorted(ok)} of {sorted(validities)}")
+    return max(ok, key=ok.get), min(ok, key=ok.get)
+
+# %% ../nbs/05_frds.ipynb #e3c73adc
+def validity_vs_frds(encoder, reference, mask_sets):
+    "FRDS (against `reference`), % AV, % empty and % AV of the non-empty masks for named mask sets (figure 5.5's points)."
+    from cardiac_nvae.validity import generation_validity
+    fr = encoder.features(reference)
+    rows = []
+    for name, m in mask_sets.items():
+        gv = generation_validity(np.asarray(as_label_maps(m)))
+        rows.append(dict(model=name, FRDS=frechet_score(encoder, reference, m, real_features=fr).value, AV=gv['pct_valid'],
+                         pct_empty=gv['pct_empty'], AV_nonempty=gv['pct_valid_nonempty']))
+    table = pd.DataFrame(rows)
+    table.attrs['encoder'] = encoder.hash
+    return table
