@@ -26,7 +26,7 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'S
            'adamw', 'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'quick_simclr_encoder',
            'EncoderHashError', 'load_simclr_run', 'simclr_encoder', 'average_smoothing', 'black_box', 'elastic',
            'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca', 'baseline_generations',
-           'run_generations', 'pick_good_bad', 'validity_vs_frds']
+           'run_generations', 'pct_distinct', 'pick_good_bad', 'validity_vs_frds']
 
 # %% ../nbs/05_frds.ipynb #d03a8508
 def _f64(x):
@@ -488,22 +488,27 @@ def run_generations(run, n, seed=42):
         gens[f"{kind} (run)"] = generate_masks(model, n, seed=seed)
     return gens, rec
 
-def pick_good_bad(validities):
-    "Names of the generators with the highest and lowest % AV among those whose masks are mostly non-empty (figure 5.8)."
-    ok = {k: v['pct_valid'] for k, v in validities.items() if not v['mostly_empty']}
-    if len(ok) < 2: raise ValueError(f"need two generators whose masks are mostly non-empty, got {sorted(ok)} of {sorted(validities)}")
+def pct_distinct(masks):
+    "Percentage of distinct masks in a set (100: no two alike; a collapsed generator repeats one mask)."
+    m = np.asarray(as_label_maps(masks)).astype(np.uint8)
+    return 100 * len({x.tobytes() for x in m}) / len(m) if len(m) else float('nan')
+
+def pick_good_bad(validities, distinct):
+    "Generators with the highest and lowest % AV among those whose masks are mostly non-empty and mostly distinct (figure 5.8)."
+    ok = {k: v['pct_valid'] for k, v in validities.items() if not v['mostly_empty'] and distinct[k] > 50}
+    if len(ok) < 2: raise ValueError(f"need two generators whose masks are mostly non-empty and distinct, got {sorted(ok)} of {sorted(validities)}")
     return max(ok, key=ok.get), min(ok, key=ok.get)
 
 # %% ../nbs/05_frds.ipynb #e3c73adc
 def validity_vs_frds(encoder, reference, mask_sets):
-    "FRDS (against `reference`), % AV, % empty and % AV of the non-empty masks for named mask sets (figure 5.5's points)."
+    "FRDS (against `reference`), % AV, % empty, % AV of the non-empty masks and % distinct masks of named sets (figure 5.5's points)."
     from cardiac_nvae.validity import generation_validity
     fr = encoder.features(reference)
     rows = []
     for name, m in mask_sets.items():
         gv = generation_validity(np.asarray(as_label_maps(m)))
         rows.append(dict(model=name, FRDS=frechet_score(encoder, reference, m, real_features=fr).value, AV=gv['pct_valid'],
-                         pct_empty=gv['pct_empty'], AV_nonempty=gv['pct_valid_nonempty']))
+                         pct_empty=gv['pct_empty'], AV_nonempty=gv['pct_valid_nonempty'], distinct=pct_distinct(m)))
     table = pd.DataFrame(rows)
     table.attrs['encoder'] = encoder.hash
     return table
