@@ -1,6 +1,6 @@
 """Command-line entry point `cardiac-nvae`: thin wrappers over the chapter modules (no notebook owns this file)."""
 from __future__ import annotations
-import argparse, datetime as dt, platform, time
+import argparse, datetime as dt, os, platform, time
 from pathlib import Path
 
 import yaml
@@ -47,19 +47,13 @@ def check_params(nb, params):
 
 def new_run_dir(runs_dir, name):
     "Create `runs_dir/name` (refusing to reuse an existing folder), or a fresh timestamped folder when `name` is None."
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if name:
-        d = runs_dir / name
-        try: d.mkdir()
-        except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name") from None
-        return d
-    stamp = dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    for i in range(1000):
-        d = runs_dir / (stamp + (f'-{i}' if i else ''))
-        try: d.mkdir(); return d
-        except FileExistsError: continue
-    raise SystemExit(f"error: could not create a new run folder in {runs_dir}")
+    from .train import new_run_folder
+    if not name: return new_run_folder(runs_dir, '')
+    d = Path(runs_dir) / name
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try: d.mkdir()
+    except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name") from None
+    return d
 
 def data_identity(params):
     "Which data a run reads and its fingerprint."
@@ -80,6 +74,7 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
     import papermill as pm
     from . import __version__
     from .data import project_commit, write_json
+    from .train import RUN_DIR_ENV, update_record
     nb, params = find_notebook(notebook), dict(params or {})
     check_params(nb, params)
     out = new_run_dir(runs_dir, name)
@@ -87,17 +82,20 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
                   **data_identity(params), python=platform.python_version(), started=dt.datetime.now().isoformat(),
                   status='running')
     write_json(out / 'record.json', record)
-    t0 = time.time()
+    t0, end, env_before = time.time(), {}, os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(out.resolve())  # the kernel inherits it: the chapter writes its outputs here
     try:
         pm.execute_notebook(chapter_for_run(nb), str(out / nb.name), parameters=params, cwd=str(out),
                             progress_bar=progress, kernel_name='python3')
-        record['status'] = 'done'
+        end['status'] = 'done'
     except BaseException as e:  # record interruptions and failures too; papermill has saved what ran
-        record.update(status='failed', error=f"{type(e).__name__}: {e}"[:2000])
+        end.update(status='failed', error=f"{type(e).__name__}: {e}"[:2000])
         raise
     finally:
-        record.update(finished=dt.datetime.now().isoformat(), seconds=round(time.time() - t0, 1))
-        write_json(out / 'record.json', record)
+        if env_before is None: os.environ.pop(RUN_DIR_ENV, None)
+        else: os.environ[RUN_DIR_ENV] = env_before
+        # merge: the chapter wrote its parameters and metrics into the same record while it ran
+        update_record(out, **end, finished=dt.datetime.now().isoformat(), seconds=round(time.time() - t0, 1))
     return out
 
 def cmd_run(args):

@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #658b7ea6
 from __future__ import annotations
 import csv, gzip, hashlib, json, os, re, subprocess, tempfile, zlib
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,9 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_
            'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
            'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
            'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json', 'save_slices',
-           'read_slices', 'load_slices', 'split_slices', 'MaskDataset', 'PairDataset', 'mask_dataloaders',
-           'segmentation_dataloaders', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients', 'acdc_splits',
+           'MaskDataset', 'PairDataset', 'mask_dataloaders', 'segmentation_dataloaders', 'mask_to_rgb', 'show_slices',
+           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -413,6 +414,40 @@ def split_slices(ss, valid_pct=0.1, seed=42, by='slice'):
         isv = ss.meta.patient.isin(valid).to_numpy()
         return ss[~isv], ss[isv]
     raise ValueError(f"by must be 'slice' or 'patient', not {by!r}")
+
+# %% ../nbs/00_data.ipynb #ee528486
+class AcdcSplits(namedtuple('AcdcSplits', 'train valid test')):
+    "The protocol's `(train, valid, test)` SliceSets; `source` says where the test part came from."
+    source = ''
+    def describe(self):
+        "One line: the size of each part and the origin of the test part."
+        part = lambda s: f"{len(s):,} slices of {s.meta.patient.nunique()} patients"
+        return f"train {part(self.train)} | valid {part(self.valid)} | test {part(self.test)}: {self.source}"
+
+def stratified_patients(meta, pct, seed=42, by='group'):
+    "A seeded `pct` share (at least one) of the patients in `meta`, taken in turn from each `by` stratum."
+    rng = np.random.default_rng(seed)
+    pats = meta.drop_duplicates('patient').sort_values('patient')  # sorted: the draw depends on the seed, not on file order
+    strata = [list(rng.permutation(g.patient.to_numpy())) for _, g in pats.groupby(by, sort=True)]
+    strata = [strata[i] for i in rng.permutation(len(strata))]  # which stratum gives the odd extra patient is seeded too
+    order = [s[i] for i in range(max(map(len, strata), default=0)) for s in strata if i < len(s)]
+    return set(order[:max(1, int(round(len(order) * pct)))])
+
+def acdc_splits(root, valid_pct=0.1, test_pct=0.2, seed=42, size=128, margin=4, crop='heart', progress=False):
+    "The evaluation protocol: `AcdcSplits(train, valid, test)` of the ACDC data under data root `root`."
+    acdc = Path(root) / 'acdc'
+    kw = dict(size=size, margin=margin, crop=crop, progress=progress)
+    pool = load_slices(acdc / 'training', **kw)
+    testing = acdc / 'testing'
+    if testing.is_dir() and any(testing.glob('patient*/*_gt.nii.gz')):
+        test, source = load_slices(testing, **kw), f"the official test set ({testing})"
+    else:
+        held = pool.meta.patient.isin(stratified_patients(pool.meta, test_pct, seed)).to_numpy()
+        test, pool = pool[held], pool[~held]
+        source = f"held-out training patients ({test_pct:.0%}, by group, seed {seed}; {testing} has no labelled patients)"
+    splits = AcdcSplits(*split_slices(pool, valid_pct, seed, by='slice'), test)
+    splits.source = source
+    return splits
 
 # %% ../nbs/00_data.ipynb #ec07260f
 class MaskDataset(torch.utils.data.Dataset):

@@ -12,10 +12,11 @@
 # - TermsLoss, split_pred, seed_everything, default_device, params_except, torch_adam
 # - LinearSchedule, TermSchedule, KLWarmup, LossTermsLogger, BestCheckpoint, NaNGuard, NonFiniteLossError,
 #   Resume, AuxOptimizer
-# - save_checkpoint, load_checkpoint, load_weights, write_record
+# - save_checkpoint, load_checkpoint, load_weights, write_record, device_name
+# - runs: run_dir, find_run, read_record, update_record, check_run, load_run_weights, RunError, RunMismatchError
 # - recon_loss(logits, target), gaussian_kl(mu, logvar)
 from __future__ import annotations
-import math, os, random, tempfile, time
+import json, math, os, random, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,12 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred', 'model_terms', 'TermsLoss',
-           'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint',
+__all__ = ['RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred', 'model_terms',
+           'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint',
            'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint',
-           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'make_learner', 'write_record']
+           'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'make_learner', 'device_name', 'write_record',
+           'RunError', 'RunMismatchError', 'plain_json', 'project_root', 'runs_root', 'new_run_folder', 'run_dir',
+           'find_run', 'read_record', 'update_record', 'recorded', 'check_run', 'load_run_weights']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -407,13 +410,108 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     return learn
 
 # %% ../nbs/03_train.ipynb #1f2a3757
-def write_record(path, params, metrics, data_root=None):
-    "Write `record.json` in folder `path`: parameters, metrics, versions, git commit, data fingerprint."
+def device_name(device=None):
+    "Readable name of the device training runs on (the GPU's model name on CUDA)."
+    device = torch.device(device) if device is not None else default_device()
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type
+
+def write_record(path, params, metrics, data_root=None, **extra):
+    "Merge parameters, metrics, versions, commit, device, data fingerprint and `extra` into `record.json` of folder `path`."
     import fastai, cardiac_nvae
-    from cardiac_nvae.data import data_fingerprint, project_commit, write_json
-    rec = dict(params=params, metrics=metrics, time=time.strftime('%Y-%m-%dT%H:%M:%S'), git_commit=project_commit(),
+    from cardiac_nvae.data import data_fingerprint, project_commit
+    rec = dict(params=plain_json(params), metrics=plain_json(metrics), time=time.strftime('%Y-%m-%dT%H:%M:%S'),
+               git_commit=project_commit(), device=device_name(),
                versions=dict(cardiac_nvae=cardiac_nvae.__version__, torch=torch.__version__, fastai=fastai.__version__),
                data_root=str(data_root) if data_root else None,
-               data_fingerprint=data_fingerprint(data_root) if data_root else None)
-    write_json(Path(path) / 'record.json', rec)
+               data_fingerprint=data_fingerprint(data_root) if data_root else None, **plain_json(extra))
+    return update_record(path, **rec)
+
+# %% ../nbs/03_train.ipynb #1db036d2
+RUN_DIR_ENV = 'CARDIAC_NVAE_RUN_DIR'
+
+class RunError(FileNotFoundError):
+    "A run that cannot be found or read; the message names it."
+
+class RunMismatchError(ValueError):
+    "A run whose record does not match what the caller needs; the message names both runs."
+
+def plain_json(obj):
+    "`obj` as the JSON value a record stores (tuples become lists, numpy numbers python ones)."
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+def project_root():
+    "The project checkout (holding `settings.ini` and `nbs/`) at or above the working directory, else None."
+    return next((d for d in [Path.cwd(), *Path.cwd().parents] if (d / 'settings.ini').exists() and (d / 'nbs').is_dir()), None)
+
+def runs_root():
+    "Where runs live: `runs/` of the project checkout, else of the working directory."
+    return (project_root() or Path.cwd()) / 'runs'
+
+def new_run_folder(parent, stem):
+    "Create and return a new folder `parent/<stem>-<time>` (a suffix keeps it unique)."
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for i in range(1000):
+        d = Path(parent) / (f"{stem}-{stamp}" if stem else stamp)
+        d = d.with_name(d.name + (f'-{i}' if i else ''))
+        try: d.mkdir(parents=True); return d
+        except FileExistsError: continue
+    raise RunError(f"could not create a new run folder in {parent}")
+
+def run_dir(chapter):
+    "This chapter's run folder: the one `cardiac-nvae run` made (`$CARDIAC_NVAE_RUN_DIR`), else a new `runs/<chapter>-<time>/`."
+    if os.environ.get(RUN_DIR_ENV):
+        d = Path(os.environ[RUN_DIR_ENV]); d.mkdir(parents=True, exist_ok=True); return d
+    return new_run_folder(runs_root(), chapter)
+
+# %% ../nbs/03_train.ipynb #a403c47b
+def find_run(run, runs_dir=None):
+    "The folder of `run`: a path to a run folder, or a run name under `runs/` or `results/` of the project."
+    if Path(run).expanduser().is_dir(): return Path(run).expanduser()
+    roots = [Path(runs_dir)] if runs_dir else [runs_root(), (project_root() or Path.cwd()) / 'results']
+    hit = next((r / str(run) for r in roots if (r / str(run)).is_dir()), None)
+    if hit: return hit
+    known = sorted(d.name for r in roots if r.is_dir() for d in r.iterdir() if (d / 'record.json').exists())
+    raise RunError(f"no run {str(run)!r}: not a folder, and not a run in {' or '.join(map(str, roots))}"
+                   f" (runs there: {', '.join(known[-8:]) or 'none'})")
+
+def read_record(run):
+    "The `record.json` of run folder `run`; errors name the file."
+    f = Path(run) / 'record.json'
+    try: return json.loads(f.read_text())
+    except FileNotFoundError: raise RunError(f"{f}: no record: {run} is not a run folder") from None
+    except (ValueError, UnicodeDecodeError) as e: raise RunError(f"{f}: unreadable record ({e})") from None
+
+def update_record(run, **fields):
+    "Merge `fields` into the `record.json` of `run` (dict values one level deep), atomically; returns the record."
+    from cardiac_nvae.data import write_json
+    rec = read_record(run) if (Path(run) / 'record.json').exists() else {}
+    for k, v in fields.items(): rec[k] = {**rec[k], **v} if isinstance(v, dict) and isinstance(rec.get(k), dict) else v
+    write_json(Path(run) / 'record.json', rec)
     return rec
+
+# %% ../nbs/03_train.ipynb #692e5ebf
+_MISSING = object()
+
+def recorded(rec, key, default=None):
+    "`key` of a record: at its top level, else among its chapter parameters."
+    return rec[key] if key in rec else rec.get('params', {}).get(key, default)
+
+def check_run(run, chapter=None, expect=None, by=None):
+    "The record of `run`, once it is a finished `chapter` run whose recorded values equal `expect`; else an error naming both runs."
+    folder = find_run(run)
+    rec, by = read_record(folder), by or os.environ.get(RUN_DIR_ENV) or 'this run'
+    if rec.get('status', 'done') != 'done': raise RunMismatchError(f"run {folder} is {rec['status']}, not done: {by} needs a finished run")
+    if chapter and rec.get('chapter') != chapter:
+        raise RunMismatchError(f"run {folder} is a {rec.get('chapter') or 'unknown chapter'} run, but {by} needs a {chapter} run")
+    for k, want in (expect or {}).items():
+        have = recorded(rec, k, _MISSING)
+        if have is _MISSING or plain_json(have) != plain_json(want):
+            raise RunMismatchError(f"run {folder} has {k}={'(not recorded)' if have is _MISSING else repr(have)}, "
+                                   f"but {by} expects {k}={want!r}")
+    return rec
+
+def load_run_weights(model, run, fname='best.pth'):
+    "Load the weights `fname` of run `run` into `model` (`weights_only`: never code); returns the checkpoint."
+    f = find_run(run) / fname
+    if not f.exists(): raise RunError(f"{f}: run {run} has no weights {fname!r} (not trained, or its weights were left out)")
+    return load_weights(model, f)

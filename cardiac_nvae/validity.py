@@ -18,8 +18,8 @@ from skimage import measure
 __all__ = ['BG', 'RV', 'MYO', 'LV', 'STRUCTURE_LABELS', 'CRITERIA', 'COLUMNS', 'DEFINITIONS', 'CROSS', 'SQUARE', 'REFERENCES',
            'HEART', 'RV_APART', 'HAND_CASES', 'CHUNK_CHECKERS', 'as_masks', 'check_definition', 'thesis_errors_one',
            'vital_errors_one', 'reference_errors', 'draw_mask', 'hand_masks', 'show_masks', 'anatomical_errors',
-           'is_valid', 'percent_valid', 'damaged_masks', 'fault_map', 'show_faults', 'percent_valid_by',
-           'validity_summary']
+           'is_valid', 'percent_valid', 'generation_validity', 'empty_generation_warning', 'damaged_masks', 'fault_map',
+           'show_faults', 'percent_valid_by', 'validity_summary']
 
 # %% ../nbs/02_validity.ipynb #be9c37ce
 BG, RV, MYO, LV = 0, 1, 2, 3
@@ -334,6 +334,21 @@ def percent_valid(masks, definition='thesis', **kwargs):
     "% AV: the percentage of anatomically valid masks in a set (NaN for an empty set)."
     v = is_valid(masks, definition, **kwargs)
     return float(100 * v.mean()) if len(v) else float('nan')
+
+# %% ../nbs/02_validity.ipynb #fbb921b2
+def generation_validity(masks, definition='thesis', **kwargs):
+    "% AV of generated masks beside the share of empty masks and the % AV of the non-empty ones."
+    masks = as_masks(masks, 'generations')
+    valid, empty = is_valid(masks, definition, **kwargs), ~masks.reshape(len(masks), -1).any(1)
+    pct = lambda v: float(100 * v.mean()) if len(v) else float('nan')
+    return dict(n=len(masks), pct_valid=pct(valid), pct_empty=pct(empty), pct_valid_nonempty=pct(valid[~empty]),
+                mostly_empty=bool(empty.mean() > 0.5) if len(masks) else False)
+
+def empty_generation_warning(summary, name='the generator'):
+    "A sentence warning that `summary` (of `generation_validity`) is mostly empty masks, else ''."
+    if not summary['mostly_empty']: return ''
+    return (f"warning: {summary['pct_empty']:.0f}% of the masks of {name} are empty; its {summary['pct_valid']:.1f} % AV counts "
+            f"them as valid (non-empty masks: {summary['pct_valid_nonempty']:.1f} % AV)")
 
 # %% ../nbs/02_validity.ipynb #5a77173b
 def damaged_masks(base, n=200, seed=0):
