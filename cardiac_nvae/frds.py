@@ -494,8 +494,8 @@ def pct_distinct(masks):
     return 100 * len({x.tobytes() for x in m}) / len(m) if len(m) else float('nan')
 
 def pick_good_bad(validities, distinct):
-    "Generators with the highest and lowest % AV among those whose masks are mostly non-empty and mostly distinct (figure 5.8)."
-    ok = {k: v['pct_valid'] for k, v in validities.items() if not v['mostly_empty'] and distinct[k] > 50}
+    "Generators with the highest and lowest % AV of non-empty masks among those mostly non-empty and mostly distinct (figure 5.8)."
+    ok = {k: v['pct_valid_nonempty'] for k, v in validities.items() if not v['mostly_empty'] and distinct[k] > 50}
     if len(ok) < 2: raise ValueError(f"need two generators whose masks are mostly non-empty and distinct, got {sorted(ok)} of {sorted(validities)}")
     return max(ok, key=ok.get), min(ok, key=ok.get)
 
