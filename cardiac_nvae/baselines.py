@@ -20,7 +20,7 @@ from .train import (recon_loss, gaussian_kl, make_learner, seed_everything, spli
 __all__ = ['WIDTHS', 'KL_QP', 'BASELINES', 'TRAIN_DEFAULTS', 'ERROR_RGB', 'THESIS_SETTINGS', 'THESIS_TABLE_6_1', 'down_block',
            'up_block', 'MaskEncoder', 'MaskDecoder', 'gaussian_log_density', 'minibatch_kl_qp', 'Discriminator',
            'discriminator_loss', 'MaskVAE', 'vae_terms', 'n_params', 'baseline_learner', 'reconstruct_masks',
-           'generate_masks', 'error_rgb', 'show_reconstructions', 'heldout_split']
+           'generate_masks', 'error_rgb', 'show_reconstructions', 'load_baseline_run']
 
 # %% ../nbs/03_baselines.ipynb #7d65da41
 def down_block(c_in, c_out):
@@ -192,17 +192,21 @@ def show_reconstructions(ref, pred, n=8, size=1.5, title=None):
 
 # %% ../nbs/03_baselines.ipynb #6da43cf2
 THESIS_SETTINGS = dict(epochs=50, batch_size=16, lr=6e-5, quick_lr=None, train_subset=None, valid_subset=None,
-                       widths=None, latent_dim=8, test_pct=0.2, torch_threads=None)  # papermill parameters for the thesis' runs
-THESIS_TABLE_6_1 = {  # reference values printed beside ours: DSC (all, RV, MYO, LV) and % AV
-    'beta-VAE':  dict(All=0.882, RV=0.893, MYO=0.847, LV=0.907, AV=74.5),
-    'InfoVAE-D': dict(All=0.891, RV=0.901, MYO=0.858, LV=0.916, AV=72.5),
-    'InfoVAE-M': dict(All=0.871, RV=0.875, MYO=0.832, LV=0.906, AV=64.3),
+                       widths=None, latent_dim=8, torch_threads=None)  # papermill parameters for the thesis' runs
+THESIS_TABLE_6_1 = {  # reference values printed beside ours: DSC (all, RV, MYO, LV), FRDS and % AV
+    'beta-VAE':  dict(All=0.882, RV=0.893, MYO=0.847, LV=0.907, FRDS=87.6, AV=74.5),
+    'InfoVAE-D': dict(All=0.891, RV=0.901, MYO=0.858, LV=0.916, FRDS=89.7, AV=72.5),
+    'InfoVAE-M': dict(All=0.871, RV=0.875, MYO=0.832, LV=0.906, FRDS=61.2, AV=64.3),
 }
 
-def heldout_split(root, test_pct=0.2, seed=42):
-    "`(train_pool, test)` SliceSets: labelled ACDC testing patients when `root` has them, else held-out training patients."
-    from cardiac_nvae.data import load_slices, split_slices
-    pool = load_slices(Path(root) / 'acdc' / 'training')
-    testing = Path(root) / 'acdc' / 'testing'
-    if testing.exists() and any(testing.glob('patient*/*_gt.nii.gz')): return pool, load_slices(testing)
-    return split_slices(pool, valid_pct=test_pct, seed=seed, by='patient')
+def load_baseline_run(run, kind, expect=None, device=None):
+    "`(MaskVAE, record)` of baseline `kind` from a `03_baselines` run: record checked, weights loaded with `weights_only`."
+    from cardiac_nvae.train import find_run, check_run, load_run_weights
+    if kind not in BASELINES: raise ValueError(f"kind must be one of {list(BASELINES)}, not {kind!r}")
+    run = find_run(run)
+    rec = check_run(run, chapter='03_baselines', expect=expect)
+    p, kinds = rec.get('params', {}), rec.get('kinds', [])
+    if kind not in kinds: raise ValueError(f"{run}: this run has no {kind} model (it trained {kinds})")
+    model = MaskVAE(p['latent_dim'], size=p.get('size', 128), widths=tuple(p['widths']), kl_qp=BASELINES[kind]['kl_qp'])
+    load_run_weights(model, run, fname=f"{kind}/best.pth")
+    return model.to(device or 'cpu').eval(), rec

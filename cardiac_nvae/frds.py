@@ -17,15 +17,16 @@ import torch.nn.functional as F
 from .data import one_hot, CLASSES, STRUCTURES
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'DISTURBANCES', 'THESIS_TABLE_5_2', 'trace_sqrt_product',
-           'frechet_distance', 'gaussian_stats', 'frechet_from_features', 'as_label_maps', 'structure_channels',
-           'simclr_input', 'fid_input', 'resize_masks', 'MissingWeightsError', 'inception_weights_path',
-           'inception_encoder', 'encoder_hash', 'Encoder', 'FrechetValue', 'frechet_score', 'frechet_table',
-           'view_matrices', 'warp_labels', 'augment_masks', 'similarity_logits', 'partner_index', 'info_nce_loss',
-           'positive_rank', 'top1_accuracy', 'top5_accuracy', 'top1_error', 'SimCLRNet', 'SimCLRViews', 'adamw',
-           'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'average_smoothing', 'black_box',
-           'elastic', 'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca',
-           'validity_vs_frds', 'baseline_generations']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'SIMCLR_CHECKPOINT', 'DISTURBANCES',
+           'THESIS_TABLE_5_2', 'trace_sqrt_product', 'frechet_distance', 'gaussian_stats', 'frechet_from_features',
+           'as_label_maps', 'structure_channels', 'simclr_input', 'fid_input', 'resize_masks', 'MissingWeightsError',
+           'inception_weights_path', 'inception_encoder', 'encoder_hash', 'Encoder', 'FrechetValue', 'frechet_score',
+           'frechet_table', 'view_matrices', 'warp_labels', 'augment_masks', 'similarity_logits', 'partner_index',
+           'info_nce_loss', 'positive_rank', 'top1_accuracy', 'top5_accuracy', 'top1_error', 'SimCLRNet', 'SimCLRViews',
+           'adamw', 'info_nce_terms', 'simclr_learner', 'fit_simclr', 'frds_encoder', 'quick_simclr_encoder',
+           'EncoderHashError', 'load_simclr_run', 'simclr_encoder', 'average_smoothing', 'black_box', 'elastic',
+           'pepper', 'disturb', 'disturbance_suite', 'embedding_pca', 'show_embedding_pca', 'baseline_generations',
+           'run_generations', 'pct_distinct', 'pick_good_bad', 'validity_vs_frds']
 
 # %% ../nbs/05_frds.ipynb #d03a8508
 def _f64(x):
@@ -149,6 +150,7 @@ class Encoder:
         self.net, self.transform, self.name, self.size, self.batch_size = net.eval(), transform, name, size, batch_size
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.hash = encoder_hash(net, f"{name}|{getattr(transform, '__name__', transform)}", size)
+        self.info = dict(encoder_hash=self.hash, encoder_size=size)  # where it came from, for records (set by the loaders)
 
     def __repr__(self): return f"Encoder({self.name}, size={self.size}, hash={self.hash})"
 
@@ -243,11 +245,11 @@ def top5_accuracy(z, partner): "Fraction of views whose partner is among the 5 m
 def top1_error(z, partner): "1 - top-1 accuracy (the checkpoint monitor: lower is better)."; return 1 - top1_accuracy(z, partner)
 
 # %% ../nbs/05_frds.ipynb #e8d33357
-from .train import make_learner, load_weights  # first: it imports fastai without fastai's own import-time warnings
 from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.optimizer import OptimWrapper
 from .data import mask_dataloaders
+from .train import make_learner, load_weights  # first: it imports fastai without fastai's own import-time warnings
 
 class SimCLRNet(nn.Module):
     "ResNet-18 backbone (512-d, random init) and a projection head 512 → 512 → 128 (thesis figure 5.1)."
@@ -308,6 +310,62 @@ def frds_encoder(net, size=None, batch_size=128, device=None):
     "The FRDS `Encoder`: the backbone without its projection head, on masks rescaled to [-1, 1] (thesis 5.1.3)."
     backbone = net.backbone if isinstance(net, SimCLRNet) else net
     return Encoder(backbone, simclr_input, 'simclr-resnet18', size=size, batch_size=batch_size, device=device)
+
+# %% ../nbs/05_frds.ipynb #e5f14f7b
+QUICK_SIMCLR = dict(size=32, epochs=2, batch_pairs=32, max_train=512, max_valid=64)  # inline encoder of quick mode (seconds on a CPU)
+
+def _seeded_subset(ss, n, rng):
+    "At most `n` slices of a `SliceSet`, a seeded random subset kept in order."
+    return ss if not n or len(ss) <= n else ss[np.sort(rng.choice(len(ss), n, replace=False))]
+
+def quick_simclr_encoder(train, valid, size=32, epochs=2, seed=42, batch_pairs=32, max_train=512, max_valid=64,
+                         path=None, device=None):
+    "FRDS `Encoder` of a small SimCLR pretrained inline on seeded subsets of two `SliceSet`s (quick mode only)."
+    rng = np.random.default_rng(seed)
+    tr, va = _seeded_subset(train, max_train, rng), _seeded_subset(valid, max_valid, rng)
+    learn = simclr_learner(tr, va, batch_pairs=batch_pairs, size=size, path=path, seed=seed, device=device, quiet=True)
+    fit_simclr(learn, epochs)
+    enc = frds_encoder(learn.model, size=size)
+    enc.info = dict(simclr_run=None, encoder_hash=enc.hash, encoder_size=size, encoder_epochs=epochs, encoder_train_size=len(tr))
+    return enc
+
+SIMCLR_CHECKPOINT = 'simclr/best.pth'  # where a 05_frds run keeps its encoder, relative to the run folder
+
+class EncoderHashError(ValueError):
+    "Weights whose recomputed encoder hash differs from the one their run recorded; the message names the run."
+
+def load_simclr_run(run, expect=None, device=None):
+    "`(Encoder, record)` of a `05_frds` run: record checked, weights loaded with `weights_only`, encoder hash verified."
+    from cardiac_nvae.train import find_run, check_run, load_run_weights
+    run = find_run(run)
+    rec = check_run(run, chapter='05_frds', expect=expect)
+    size, recorded = rec.get('encoder_size', rec.get('params', {}).get('encoder_size')), rec.get('encoder_hash')
+    if recorded is None: raise EncoderHashError(f"{run}: its record has no encoder_hash (not a finished 05_frds run?)")
+    net = SimCLRNet()
+    load_run_weights(net, run, fname=SIMCLR_CHECKPOINT)
+    enc = frds_encoder(net, size=size, device=device)
+    if enc.hash != recorded:
+        raise EncoderHashError(f"{run}: the weights in {SIMCLR_CHECKPOINT} hash to {enc.hash}, but the run recorded "
+                               f"encoder_hash {recorded}: not the encoder that run scored with")
+    enc.info = dict(simclr_run=str(run), encoder_hash=enc.hash, encoder_size=size, encoder_epochs=rec.get('epochs'),
+                    encoder_train_size=rec.get('train_size'))
+    return enc, rec
+
+
+def simclr_encoder(simclr_run=None, train=None, valid=None, path=None, seed=42, device=None, **quick):
+    "The FRDS `Encoder` of `simclr_run` when given, else a quick inline one (`QUICK_SIMCLR`, overridable); prints which."
+    if simclr_run is not None:
+        enc, _ = load_simclr_run(simclr_run, device=device)
+        print(f"FRDS encoder: SimCLR run {enc.info['simclr_run']} (hash {enc.hash}, {enc.info['encoder_epochs']} epochs, "
+              f"{enc.info['encoder_train_size']} training masks, {enc.size} px)")
+        return enc
+    if train is None or valid is None: raise ValueError("no simclr_run given: pass `train` and `valid` SliceSets to train a quick encoder")
+    kw = {**QUICK_SIMCLR, **quick}
+    enc = quick_simclr_encoder(train, valid, seed=seed, path=path, device=device, **kw)
+    print(f"FRDS encoder: no simclr_run given, so quick mode trained a small SimCLR encoder inline (hash {enc.hash}, "
+          f"{kw['epochs']} epochs on {enc.info['encoder_train_size']} masks at {kw['size']} px): its FRDS values are not "
+          "comparable to the thesis' or to another encoder's")
+    return enc
 
 # %% ../nbs/05_frds.ipynb #568b4789
 def average_smoothing(masks, k, generator=None):
@@ -408,14 +466,7 @@ def show_embedding_pca(points, pairs=(('train', 'test'), ('test', 'good generati
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/05_frds.ipynb #e3c73adc
-def validity_vs_frds(encoder, reference, mask_sets):
-    "Table of FRDS (against `reference`) and % AV for named mask sets (figure 5.5's points)."
-    from cardiac_nvae.validity import percent_valid
-    fr = encoder.features(reference)
-    return pd.DataFrame([dict(model=name, FRDS=frechet_score(encoder, reference, m, real_features=fr).value, AV=percent_valid(m))
-                         for name, m in mask_sets.items()])
-
+# %% ../nbs/05_frds.ipynb #2fdf7878
 def baseline_generations(train, valid, n, epochs, widths=(8, 16, 32, 64), lr=1e-3, seed=42):
     "Generations of the three chapter-03 baselines after each epoch 0..`epochs` (models of growing quality), by name."
     from cardiac_nvae.baselines import BASELINES, baseline_learner, generate_masks
@@ -427,3 +478,37 @@ def baseline_generations(train, valid, n, epochs, widths=(8, 16, 32, 64), lr=1e-
             if ep: learn.fit(1)
             gens[f"{kind} @{ep}"] = generate_masks(learn.model, n, seed=seed)
     return gens
+
+def run_generations(run, n, seed=42):
+    "Generations of each baseline of a `03_baselines` run (loaded by `load_baseline_run`), by name, and the run's record."
+    from cardiac_nvae.baselines import BASELINES, load_baseline_run, generate_masks
+    gens, rec = {}, None
+    for kind in BASELINES:
+        model, rec = load_baseline_run(run, kind)
+        gens[f"{kind} (run)"] = generate_masks(model, n, seed=seed)
+    return gens, rec
+
+def pct_distinct(masks):
+    "Percentage of distinct masks in a set (100: no two alike; a collapsed generator repeats one mask)."
+    m = np.asarray(as_label_maps(masks)).astype(np.uint8)
+    return 100 * len({x.tobytes() for x in m}) / len(m) if len(m) else float('nan')
+
+def pick_good_bad(validities, distinct):
+    "Generators with the highest and lowest % AV of non-empty masks among those mostly non-empty and mostly distinct (figure 5.8)."
+    ok = {k: v['pct_valid_nonempty'] for k, v in validities.items() if not v['mostly_empty'] and distinct[k] > 50}
+    if len(ok) < 2: raise ValueError(f"need two generators whose masks are mostly non-empty and distinct, got {sorted(ok)} of {sorted(validities)}")
+    return max(ok, key=ok.get), min(ok, key=ok.get)
+
+# %% ../nbs/05_frds.ipynb #e3c73adc
+def validity_vs_frds(encoder, reference, mask_sets):
+    "FRDS (against `reference`), % AV, % empty, % AV of the non-empty masks and % distinct masks of named sets (figure 5.5's points)."
+    from cardiac_nvae.validity import generation_validity
+    fr = encoder.features(reference)
+    rows = []
+    for name, m in mask_sets.items():
+        gv = generation_validity(np.asarray(as_label_maps(m)))
+        rows.append(dict(model=name, FRDS=frechet_score(encoder, reference, m, real_features=fr).value, AV=gv['pct_valid'],
+                         pct_empty=gv['pct_empty'], AV_nonempty=gv['pct_valid_nonempty'], distinct=pct_distinct(m)))
+    table = pd.DataFrame(rows)
+    table.attrs['encoder'] = encoder.hash
+    return table
