@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastai.callback.core import Callback
 from .data import one_hot, segmentation_dataloaders
 from .train import make_learner, recon_loss, torch_adam, seed_everything, load_checkpoint, LossTermsLogger, CheckpointError
 from .nvae import NVAE, encode_means
+from fastai.callback.core import Callback  # after cardiac_nvae.train, which imports fastai without its import-time warnings
 from .baselines import MaskVAE
 
 # %% auto #0
@@ -311,30 +311,15 @@ def show_segmentations(images, ref, pred, idx, scores=None, size=1.5, title=None
     return fig
 
 # %% ../nbs/06_acunet.ipynb #b6401d3b
-from .nvae import nvae_config
+from .nvae import load_nvae_run
+from .baselines import load_baseline_run
 
 class ShapeEncoderError(ValueError):
     "A shape-encoder run that cannot serve this chapter; the message names the run and why."
 
-def _core_runs():
-    try: from cardiac_nvae.train import find_run, check_run, load_run_weights
-    except ImportError as e: raise ShapeEncoderError("loading runs needs the run API of cardiac_nvae.train (find_run, check_run)") from e
-    return find_run, check_run, load_run_weights
-
 def nvae_from_run(run, size=None, expect=None):
     "The frozen NVAE of `04_nvae` run `run` and its record; errors name the run (missing, unfinished, no weights, mismatch)."
-    try:
-        try: from cardiac_nvae.nvae import load_nvae_run
-        except ImportError: load_nvae_run = None
-        if load_nvae_run is not None: model, rec = load_nvae_run(run, expect=expect)
-        else:
-            find_run, check_run, load_run_weights = _core_runs()
-            rec = check_run(run, chapter='04_nvae', expect=expect)
-            p = rec.get('params', {})
-            model = NVAE(nvae_config(p.get('config', 'default-n'), clamp=p.get('clamp', False),
-                                     **({'size': rec['config']['size']} if isinstance(rec.get('config'), dict) and 'size' in rec['config'] else {})))
-            load_run_weights(model, run)
-    except ShapeEncoderError: raise
+    try: model, rec = load_nvae_run(run, expect=expect)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ShapeEncoderError(f"nvae_run {str(run)!r} cannot be used: {e}") from e
     if size is not None and model.config.size != size:
@@ -343,17 +328,7 @@ def nvae_from_run(run, size=None, expect=None):
 
 def vae_from_run(run, size=None, kind='beta-VAE'):
     "The frozen single-layer VAE of `03_baselines` run `run` and its record; errors name the run."
-    try:
-        try: from cardiac_nvae.baselines import load_baseline_run
-        except ImportError: load_baseline_run = None
-        if load_baseline_run is not None: model, rec = load_baseline_run(run, kind)
-        else:
-            find_run, check_run, load_run_weights = _core_runs()
-            rec = check_run(run, chapter='03_baselines')
-            p = rec.get('params', {})
-            model = MaskVAE(p.get('latent_dim', 8), size=p.get('size', 128), **({'widths': tuple(p['widths'])} if p.get('widths') else {}))
-            load_run_weights(model, run)
-    except ShapeEncoderError: raise
+    try: model, rec = load_baseline_run(run, kind)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ShapeEncoderError(f"vae_run {str(run)!r} cannot be used: {e}") from e
     side = model.decoder.side * 2 ** len(model.decoder.blocks)

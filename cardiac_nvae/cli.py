@@ -100,19 +100,13 @@ def check_params(nb, params, cwd=None):
 # ---------------------------------------------------------------- run folders and records
 def new_run_dir(runs_dir, name):
     "Create `runs_dir/name` (refusing to reuse an existing folder), or a fresh timestamped folder when `name` is None."
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if name:
-        d = runs_dir / name
-        try: d.mkdir()
-        except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name (or --resume {name})") from None
-        return d
-    stamp = dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    for i in range(1000):
-        d = runs_dir / (stamp + (f'-{i}' if i else ''))
-        try: d.mkdir(); return d
-        except FileExistsError: continue
-    raise SystemExit(f"error: could not create a new run folder in {runs_dir}")
+    from .data import new_run_folder
+    if not name: return new_run_folder(runs_dir)
+    d = Path(runs_dir) / name
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try: d.mkdir()
+    except FileExistsError: raise SystemExit(f"error: {d} exists: runs are never overwritten; choose another --name (or --resume {name})") from None
+    return d
 
 def data_identity(params):
     "Which data a run reads and its fingerprint."
@@ -130,15 +124,8 @@ def chapter_for_run(nb):
 
 def read_record(out):
     "The run's record.json as a dict ({} when there is none)."
-    f = Path(out) / 'record.json'
-    return json.loads(f.read_text()) if f.exists() else {}
-
-def update_record(out, **fields):
-    "Merge `fields` into the run's record.json (the chapter merges its own fields into the same file)."
-    from .data import write_json
-    rec = read_record(out); rec.update(fields)
-    write_json(Path(out) / 'record.json', rec)
-    return rec
+    from .data import read_record as _read
+    return _read(out, {})
 
 def pid_alive(pid):
     "True while process `pid` of this host exists."
@@ -303,7 +290,7 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
                       **data_identity(params), python=platform.python_version())
     record.update(status='running', host=socket.gethostname(), pid=os.getpid(), started=dt.datetime.now().isoformat())
     if os.environ.get('SLURM_JOB_ID'): record['slurm_job_id'] = os.environ['SLURM_JOB_ID']
-    from .data import write_json
+    from .data import write_json, update_record
     write_json(out / 'record.json', record)
 
     chapter = chapter_for_run(nb)

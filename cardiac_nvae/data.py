@@ -22,11 +22,11 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_
            'read_frame', 'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms',
            'heart_box', 'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
            'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
-           'remove_stale_tmp', 'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices',
-           'AcdcSplits', 'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai',
-           'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader',
-           'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'RunError', 'read_record', 'update_record', 'new_run_folder', 'remove_stale_tmp', 'atomic_write',
+           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients',
+           'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders', 'segmentation_dataloaders',
+           'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices',
+           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -385,6 +385,34 @@ def write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str)); os.replace(tmp, path)
     return path
 
+class RunError(FileNotFoundError):
+    "A run that cannot be found or read; the message names it."
+
+def read_record(run, default=RunError):
+    "The `record.json` of run folder `run`; errors name the file (with `default` given, a missing record returns it)."
+    f = Path(run) / 'record.json'
+    try: return json.loads(f.read_text())
+    except FileNotFoundError:
+        if default is not RunError: return default
+        raise RunError(f"{f}: no record: {run} is not a run folder") from None
+    except (ValueError, UnicodeDecodeError) as e: raise RunError(f"{f}: unreadable record ({e})") from None
+
+def update_record(run, **fields):
+    "Merge `fields` into the `record.json` of `run` (dict values one level deep), atomically; returns the record."
+    rec = read_record(run, {})
+    for k, v in fields.items(): rec[k] = {**rec[k], **v} if isinstance(v, dict) and isinstance(rec.get(k), dict) else v
+    write_json(Path(run) / 'record.json', rec)
+    return rec
+
+def new_run_folder(parent, stem=''):
+    "Create and return a new folder `parent/<stem>-<time>` (a suffix keeps it unique)."
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for i in range(1000):
+        d = Path(parent) / ((f"{stem}-{stamp}" if stem else stamp) + (f'-{i}' if i else ''))
+        try: d.mkdir(parents=True); return d
+        except FileExistsError: continue
+    raise RunError(f"could not create a new run folder in {parent}")
+
 # %% ../nbs/00_data.ipynb #a6309955
 _TMP = re.compile(r'\.(\d+)-[0-9a-f]+@(.+)\.tmp$')  # <target>.<pid>-<token>@<host>.tmp
 STALE_TMP_SECONDS = 24 * 3600  # a temporary file untouched this long has no live writer, whatever its host
@@ -561,6 +589,7 @@ def segmentation_dataloaders(train, valid, bs=16, seed=42, device=None, resident
     return _dataloaders(PairDataset(train.images, train.masks), PairDataset(valid.images, valid.masks), bs, seed, device, augment=augment)
 
 # %% ../nbs/00_data.ipynb #f9e8dab6
+import_fastai('fastai.data.load')  # first, with the pinned fastai's own import-time warnings silenced
 from fastai.data.load import DataLoader as _FastaiDataLoader
 
 SPEED_ENV = 'CARDIAC_NVAE_SPEED'

@@ -103,7 +103,6 @@ def collect(sources=None, done_only=True):
         files = [src] if src.is_file() else sorted(src.rglob('record.json'))
         recs = {}
         for f in files:
-            if '.attempt-' in str(f.parent): continue
             try: recs[f.parent] = json.loads(f.read_text())
             except (OSError, json.JSONDecodeError) as e: raise ValueError(f"{f}: unreadable record ({e})") from None
         for run, rec in recs.items():
@@ -125,7 +124,7 @@ def publish(sources, dest=None, max_mb=2.0):
     for src in ([sources] if isinstance(sources, (str, Path)) else sources):
         src = Path(src).resolve()
         for rec in sorted(src.rglob('record.json')):
-            if '.attempt-' in str(rec.parent) or json.loads(rec.read_text()).get('status', 'done') != 'done': continue
+            if json.loads(rec.read_text()).get('status', 'done') != 'done': continue
             run = rec.parent
             for f in run.rglob('*'):
                 if f.is_file() and f.suffix in KEEP and f.stat().st_size <= max_mb * 2**20 and '.ipynb_checkpoints' not in f.parts:

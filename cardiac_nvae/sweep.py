@@ -14,9 +14,9 @@ import submitit
 # %% auto #0
 __all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'load_spec',
            'expand_stage', 'point_name', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest', 'manifest_points',
-           'is_locked', 'run_status', 'cli_supports_resume', 'run_command', 'run_point', 'slurm_queue', 'point_status',
-           'sweep_status', 'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor',
-           'submit_slurm', 'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
+           'is_locked', 'run_status', 'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status',
+           'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor', 'submit_slurm',
+           'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
 
 # %% ../nbs/08_sweeps.ipynb #dfbfe1d1
 STAGE_KEYS = {'name', 'chapter', 'params', 'grid', 'points', 'seeds', 'seed_param', 'link'}
@@ -159,24 +159,12 @@ def run_status(run):
     return None if rec is None and not Path(run).exists() else (rec or {}).get('status', 'failed')
 
 # %% ../nbs/08_sweeps.ipynb #33518720
-def cli_supports_resume():
-    "Whether `cardiac-nvae run` has `--resume NAME` (continue a run in its folder)."
-    from cardiac_nvae.cli import build_parser
-    sub = next(a for a in build_parser()._actions if a.dest == 'command')
-    return '--resume' in sub.choices['run']._option_string_actions
-
 def run_command(sweep_dir, point, resume=False):
     "The `cardiac-nvae run` command line of a point: fresh, or `--resume` to continue its folder."
     sweep_dir = Path(sweep_dir)
     cmd = [sys.executable, '-m', 'cardiac_nvae.cli', 'run', point['chapter'], '--params',
            str(sweep_dir / 'points' / f"{point['name']}.yaml"), '--runs-dir', str(sweep_dir), '--quiet']
     return cmd + (['--resume', point['name']] if resume else ['--name', point['name']])
-
-def _set_aside(run):
-    "Move an unfinished run folder to `<name>.attempt-K` (only when the cli cannot --resume); returns the new path."
-    for k in itertools.count(1):
-        dest = run.with_name(f'{run.name}.attempt-{k}')
-        if not dest.exists(): run.rename(dest); return dest
 
 # %% ../nbs/08_sweeps.ipynb #1fb0a108
 def _note_sweep(run, sweep_dir, point):
@@ -199,8 +187,7 @@ def run_point(sweep_dir, name, env=None):
         if status == 'done': return 'done'
         blocked = [d for d in point['links'].values() if run_status(sweep_dir / d) != 'done']
         if blocked: return 'blocked'
-        resume = status is not None and cli_supports_resume()
-        if status is not None and not resume: _set_aside(run)
+        resume = status is not None  # an unfinished run continues from its checkpoint in its folder
         with open(sweep_dir / 'logs' / f'{name}.log', 'a') as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} {'resume' if resume else 'start'}\n"); log.flush()
             proc = subprocess.Popen(run_command(sweep_dir, point, resume), stdout=log, stderr=subprocess.STDOUT,

@@ -42,9 +42,8 @@ __all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default
            'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger',
            'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype', 'BF16Autocast',
            'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss', 'DeviceLosses',
-           'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunError', 'RunMismatchError', 'plain_json',
-           'project_root', 'runs_root', 'new_run_folder', 'run_dir', 'find_run', 'read_record', 'update_record',
-           'recorded', 'check_run', 'load_run_weights']
+           'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError', 'plain_json',
+           'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run', 'load_run_weights']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -564,10 +563,10 @@ def write_record(path, params, metrics, data_root=None, **extra):
     return update_record(path, **rec)
 
 # %% ../nbs/03_train.ipynb #1db036d2
-RUN_DIR_ENV = 'CARDIAC_NVAE_RUN_DIR'
+# the record primitives live in `data`, so the command line reads records without importing fastai
+from .data import RunError, read_record, update_record, new_run_folder
 
-class RunError(FileNotFoundError):
-    "A run that cannot be found or read; the message names it."
+RUN_DIR_ENV = 'CARDIAC_NVAE_RUN_DIR'
 
 class RunMismatchError(ValueError):
     "A run whose record does not match what the caller needs; the message names both runs."
@@ -583,16 +582,6 @@ def project_root():
 def runs_root():
     "Where runs live: `runs/` of the project checkout, else of the working directory."
     return (project_root() or Path.cwd()) / 'runs'
-
-def new_run_folder(parent, stem):
-    "Create and return a new folder `parent/<stem>-<time>` (a suffix keeps it unique)."
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    for i in range(1000):
-        d = Path(parent) / (f"{stem}-{stamp}" if stem else stamp)
-        d = d.with_name(d.name + (f'-{i}' if i else ''))
-        try: d.mkdir(parents=True); return d
-        except FileExistsError: continue
-    raise RunError(f"could not create a new run folder in {parent}")
 
 def run_dir(chapter):
     "This chapter's run folder: the one `cardiac-nvae run` made (`$CARDIAC_NVAE_RUN_DIR`), else a new `runs/<chapter>-<time>/`."
@@ -610,21 +599,6 @@ def find_run(run, runs_dir=None):
     known = sorted(d.name for r in roots if r.is_dir() for d in r.iterdir() if (d / 'record.json').exists())
     raise RunError(f"no run {str(run)!r}: not a folder, and not a run in {' or '.join(map(str, roots))}"
                    f" (runs there: {', '.join(known[-8:]) or 'none'})")
-
-def read_record(run):
-    "The `record.json` of run folder `run`; errors name the file."
-    f = Path(run) / 'record.json'
-    try: return json.loads(f.read_text())
-    except FileNotFoundError: raise RunError(f"{f}: no record: {run} is not a run folder") from None
-    except (ValueError, UnicodeDecodeError) as e: raise RunError(f"{f}: unreadable record ({e})") from None
-
-def update_record(run, **fields):
-    "Merge `fields` into the `record.json` of `run` (dict values one level deep), atomically; returns the record."
-    from cardiac_nvae.data import write_json
-    rec = read_record(run) if (Path(run) / 'record.json').exists() else {}
-    for k, v in fields.items(): rec[k] = {**rec[k], **v} if isinstance(v, dict) and isinstance(rec.get(k), dict) else v
-    write_json(Path(run) / 'record.json', rec)
-    return rec
 
 # %% ../nbs/03_train.ipynb #692e5ebf
 _MISSING = object()
