@@ -269,8 +269,11 @@ def results_table(volumes, slices, baseline='U-Net', model='model', run='seed'):
         rows[name] = dict(row, seeds=len(g))
     return pd.DataFrame(rows).T
 
-def format_table(results, thesis=THESIS_TABLE_6_4, thesis_se=THESIS_SE_6_4, digits=3):
+def format_table(results, thesis=None, thesis_se=None, digits=3):
     "Table 6.4's layout: 'mean ± SE' cells of ours and of the thesis (rows tagged 'ours' / 'thesis'), p-values of ours."
+    # None defaults (not the DataFrames): nbdev's show_doc cannot render a DataFrame default
+    thesis = THESIS_TABLE_6_4 if thesis is None else thesis
+    thesis_se = THESIS_SE_6_4 if thesis_se is None else thesis_se
     def cell(m, s, d): return '' if pd.isna(m) else (f"{m:.{d}f}" if pd.isna(s) else f"{m:.{d}f} ± {s:.{d}f}")
     rows = {}
     for name, r in results.iterrows():

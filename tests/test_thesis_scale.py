@@ -20,9 +20,11 @@ def test_chapter_thesis_params_pass_the_parameters_check(chapter):
     params = {k: v for k, v in params.items() if not (isinstance(v, str) and v.startswith('<'))}  # placeholders for runs
     check_params(nb, params)  # SystemExit names any parameter the chapter does not define
 
-def test_nvae_stage_plan_is_runnable():
-    nb, params, notes = ts.plan_stage('nvae', speed={})
+def test_nvae_stage_plan_is_runnable(tmp_path):
+    with pytest.raises(SystemExit, match="simclr_run=.* needs the 'frds' stage first"): ts.plan_stage('nvae', speed={})
+    nb, params, notes = ts.plan_stage('nvae', done={'frds': tmp_path / 'frds-run'}, speed={})
     assert params['epochs'] >= 100 and params['train_slices'] is None  # thesis scale: all training masks, 100 epochs
+    assert params['simclr_run'] == str(tmp_path / 'frds-run')          # FRDS from the encoder of the same invocation
 
 def fake_chapter(path, parameters, thesis):
     nb = nbformat.v4.new_notebook()
