@@ -68,7 +68,7 @@ def _typed(name, value, default, chapter):
         if ok: value = float(value)
     elif kind in (list, tuple):
         ok = isinstance(value, (list, tuple))
-        if ok: value = kind(value)
+        if ok: value = list(value)  # as a list: papermill writes lists as literals, but a tuple as its text '(1, 2)'
     elif kind is str: ok = isinstance(value, str)
     else: return value  # a default of another type (an expression): the chapter checks it
     if not ok:

@@ -69,8 +69,10 @@ def test_help_lists_chapters_and_params_prints_defaults_and_comments(capsys):
 def test_parameter_types_are_checked_against_the_defaults():
     nb = cli.find_notebook('04_nvae')
     got = cli.check_params(nb, {'epochs': 3, 'sr_weight': '1e-3', 'betas': [1, 2, 3], 'clamp': True, 'train_slices': None, 'beta': 2})
-    assert got == {'epochs': 3, 'sr_weight': 1e-3, 'betas': (1, 2, 3), 'clamp': True, 'train_slices': None, 'beta': 2}
+    assert got == {'epochs': 3, 'sr_weight': 1e-3, 'betas': [1, 2, 3], 'clamp': True, 'train_slices': None, 'beta': 2}
     assert isinstance(got['sr_weight'], float)
+    from papermill.translators import PythonTranslator  # what papermill injects: a list literal (a tuple would arrive as text)
+    assert 'betas = [1, 2, 3]' in PythonTranslator.codify({'betas': got['betas']})
     for k, v, msg in (('epochs', 'four', "epochs takes int \\(default 4\\), not str 'four'"), ('epochs', 2.5, 'epochs takes int'),
                       ('clamp', 1, 'clamp takes bool'), ('sr_weight', True, 'sr_weight takes float'), ('config', 3, 'config takes str'),
                       ('betas', 10, 'betas takes tuple')):
