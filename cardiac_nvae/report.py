@@ -57,12 +57,13 @@ def record_rows(rec, run=''):
     "The table rows (dicts) of one run record: one per model or entry it holds."
     params = {**(rec.get('parameters') or {}), **(rec.get('params') or {})}
     metrics, sw = rec.get('metrics') or {}, rec.get('sweep') or {}
+    per_model = {k: metrics[k] for k in rec.get('kinds') or [] if isinstance(metrics.get(k), dict)}
     chapter = rec.get('chapter') or params.get('chapter') or Path(rec.get('notebook') or '').stem or None
     seeds = params.get('seeds')
     seed = params.get('seed') if params.get('seed') is not None else seeds[0] if isinstance(seeds, list) and len(seeds) == 1 else None
     base = dict(run=str(run), chapter=chapter, status=rec.get('status', 'done'), seed=seed,
-                epochs=_first(params, 'epochs', 'n_epochs'),
-                n_train=_first({**params, **metrics}, 'n_train', 'train', 'train_slices', 'train_size'),
+                epochs=_first({**rec, **params}, 'epochs', 'n_epochs'),
+                n_train=_first({**params, **metrics, **rec}, 'n_train', 'train', 'train_slices', 'train_size'),
                 device=_first({**rec, **params}, 'device'), commit=(rec.get('git_commit') or '')[:7] or None,
                 scale=sw.get('scale') or rec.get('scale') or params.get('scale') or 'quick',
                 sweep=sw.get('name'), stage=sw.get('stage'), varying=','.join(sw.get('varying') or {}) or None,
@@ -70,6 +71,8 @@ def record_rows(rec, run=''):
     base.update({f'p.{k}': v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None})
     base.update({f'm.{k}': v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     rows = [{**base, **canonical(metrics)}]
+    for k, e in per_model.items():  # the baselines chapter keys its metrics by model: one row each
+        rows.append({**base, **{f'm.{a}': b for a, b in e.items() if isinstance(b, (int, float, str))}, **canonical(e), 'model': model_name(k)})
     for key, (col, src) in EXPAND.items():
         sub = metrics.get(key)
         entries = list(sub.items()) if isinstance(sub, dict) else [(None, e) for e in sub] if isinstance(sub, list) else []
@@ -96,7 +99,7 @@ INHERIT = ('chapter', 'notebook', 'sweep', 'status', 'scale', 'device', 'git_com
 
 def collect(sources=None, done_only=True):
     "A DataFrame of table rows from every record.json below `sources` (folders or record files)."
-    rows = []
+    rows, seen = [], set()
     for src in ([sources] if isinstance(sources, (str, Path)) else sources or default_sources()):
         src = Path(src)
         if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
@@ -110,6 +113,9 @@ def collect(sources=None, done_only=True):
             if outer:  # a model's record inside a chapter's run (the baselines chapter writes one per model): the run's identity
                 rec = {**{k: outer[k] for k in INHERIT if k in outer}, **rec}
             if done_only and rec.get('status', 'done') != 'done': continue
+            ident = (rec.get('host'), rec.get('pid'), rec.get('started'), rec.get('chapter'), run.name)
+            if rec.get('started') and ident in seen: continue  # the same run published in results/ and kept in runs/
+            seen.add(ident)
             rows += record_rows(rec, run)
     return pd.DataFrame(rows)
 
