@@ -25,7 +25,7 @@ CANONICAL = {  # column: the names chapters use for it
     'DSC MYO': ('DSC MYO', 'MYO', 'dsc_myo'), 'DSC LV': ('DSC LV', 'LV', 'dsc_lv'),
     'FRDS': ('FRDS', 'frds'), '% AV': ('% AV', 'AV', 'pct_valid', 'av'),
 }
-EXPAND = {'results': ('model', None), 'ablation': ('active layers', 'active_layers'), 'temperature': ('tau', 'index'),
+EXPAND = {'results': ('model', None), 'ablation': ('active layers', 'active_layers'), 'temperature': ('tau', 'temperature'),
           'per_centre': ('centre', 'centre')}  # nested metric: (column, key of each entry naming it); one row per entry
 MODEL_NAMES = {'beta-vae': 'β-VAE', 'beta_vae': 'β-VAE', 'infovae-d': 'InfoVAE-D', 'infovae_d': 'InfoVAE-D',
                'infovae-m': 'InfoVAE-M', 'infovae_m': 'InfoVAE-M', 'default-n': 'Default-N', 'latentskip-n': 'LatentSkip-N',
