@@ -91,10 +91,12 @@ class Chromium:
     def __init__(self, profile):
         import websocket
         port_file = Path(profile) / 'DevToolsActivePort'
+        Path(profile).mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)  # a previous browser's port
         self.proc = subprocess.Popen([CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                                       '--window-size=1280,900', '--remote-debugging-port=0', f'--user-data-dir={profile}',
-                                      'about:blank'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      'about:blank'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, 'TMPDIR': str(profile)})  # its scratch folders stay with the test
         for _ in range(300):
             if port_file.exists() and len(port_file.read_text().split()) == 2: break
             if self.proc.poll() is not None: raise RuntimeError(f'{CHROMIUM} exited with {self.proc.returncode}')
