@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .data import SliceSet, STRUCTURES, cache_dir, iter_mnms, load_slices, preprocess_frames, show_slices, split_slices
+from .data import SliceSet, STRUCTURES, cache_dir, iter_mnms, load_slices, preprocess_frames, seeded_subset, show_slices, split_slices
 from .phantom import PHANTOM_VERSION, make_phantom, phantom_data_root
 from .validity import STRUCTURE_LABELS, is_valid
 from .metrics import score_volumes, summarise_runs, welch_test, plot_breakdown
@@ -193,8 +193,7 @@ def setting_data(setting, slices, centre=None, shot_splits=None):
 
 def cap_slices(ss, n=None, seed=0):
     "A seeded subset of at most `n` slices of `ss` (quick mode); all of them when `n` is None."
-    if n is None or len(ss) <= n: return ss
-    return ss[np.sort(np.random.default_rng(seed).choice(len(ss), n, replace=False))]
+    return seeded_subset(ss, n, np.random.default_rng(seed))
 
 # %% ../nbs/07_adaptation.ipynb #b379714b
 from .acunet import load_unet, train_segmenter

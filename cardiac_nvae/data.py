@@ -23,10 +23,10 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_
            'heart_box', 'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
            'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
            'RunError', 'read_record', 'update_record', 'new_run_folder', 'remove_stale_tmp', 'atomic_write',
-           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'AcdcSplits', 'stratified_patients',
-           'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders', 'segmentation_dataloaders',
-           'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices',
-           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
+           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
+           'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders',
+           'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips',
+           'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -500,6 +500,10 @@ def split_slices(ss, valid_pct=0.1, seed=42, by='slice'):
         isv = ss.meta.patient.isin(valid).to_numpy()
         return ss[~isv], ss[isv]
     raise ValueError(f"by must be 'slice' or 'patient', not {by!r}")
+
+def seeded_subset(ss, n, rng):
+    "At most `n` slices of a `SliceSet` (all when `n` is None or 0): a random subset drawn from `rng`, kept in order."
+    return ss if not n or len(ss) <= n else ss[np.sort(rng.choice(len(ss), n, replace=False))]
 
 # %% ../nbs/00_data.ipynb #ee528486
 class AcdcSplits(namedtuple('AcdcSplits', 'train valid test')):

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import one_hot, CLASSES, STRUCTURES
+from .data import one_hot, seeded_subset, CLASSES, STRUCTURES
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'SIMCLR_CHECKPOINT', 'DISTURBANCES',
@@ -314,15 +314,11 @@ def frds_encoder(net, size=None, batch_size=128, device=None):
 # %% ../nbs/05_frds.ipynb #e5f14f7b
 QUICK_SIMCLR = dict(size=32, epochs=2, batch_pairs=32, max_train=512, max_valid=64)  # inline encoder of quick mode (seconds on a CPU)
 
-def _seeded_subset(ss, n, rng):
-    "At most `n` slices of a `SliceSet`, a seeded random subset kept in order."
-    return ss if not n or len(ss) <= n else ss[np.sort(rng.choice(len(ss), n, replace=False))]
-
 def quick_simclr_encoder(train, valid, size=32, epochs=2, seed=42, batch_pairs=32, max_train=512, max_valid=64,
                          path=None, device=None):
     "FRDS `Encoder` of a small SimCLR pretrained inline on seeded subsets of two `SliceSet`s (quick mode only)."
     rng = np.random.default_rng(seed)
-    tr, va = _seeded_subset(train, max_train, rng), _seeded_subset(valid, max_valid, rng)
+    tr, va = seeded_subset(train, max_train, rng), seeded_subset(valid, max_valid, rng)
     learn = simclr_learner(tr, va, batch_pairs=batch_pairs, size=size, path=path, seed=seed, device=device, quiet=True)
     fit_simclr(learn, epochs)
     enc = frds_encoder(learn.model, size=size)
