@@ -334,8 +334,9 @@ def preprocess_frames(frames, size=128, margin=4, crop='heart', drop_empty_pairs
 
 # %% ../nbs/00_data.ipynb #7725ede6
 def shared_data_root():
-    "The real data folder (`$CARDIAC_NVAE_DATA`, else `../shared/data` beside the project or the working folder), or None."
+    "The real data folder (`$CARDIAC_NVAE_DATA`, where `phantom` means none; else `../shared/data` beside the project or the working folder), or None."
     env = os.environ.get('CARDIAC_NVAE_DATA')
+    if env and env.lower() == 'phantom': return None  # run on the embedded phantom even where real data lie beside the project
     if env: return Path(env) if Path(env).exists() else None
     import cardiac_nvae  # search from the installed package, so that notebooks run from any folder agree
     for base in (Path(cardiac_nvae.__file__).resolve().parent, Path.cwd()):
