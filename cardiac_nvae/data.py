@@ -17,13 +17,14 @@ from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'META_COLUMNS', 'ACDC_INFO_KEYS', 'MNMS_PARTITIONS',
-           'STALE_TMP_SECONDS', 'SPEED_ENV', 'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame',
-           'read_frame', 'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms',
-           'heart_box', 'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
-           'preprocess_frames', 'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json',
-           'RunError', 'read_record', 'update_record', 'new_run_folder', 'remove_stale_tmp', 'atomic_write',
-           'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
+__all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'MAX_VOXELS', 'META_COLUMNS', 'ACDC_INFO_KEYS',
+           'MNMS_PARTITIONS', 'SAFE_NAME', 'MAX_NAME', 'RECORD_FIELDS', 'STALE_TMP_SECONDS', 'SPEED_ENV',
+           'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame', 'read_info_cfg',
+           'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
+           'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
+           'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
+           'read_record', 'check_name', 'record_problem', 'update_record', 'new_run_folder', 'remove_stale_tmp',
+           'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
            'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders',
            'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips',
            'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
@@ -38,6 +39,15 @@ class DataError(ValueError):
     "An input file that cannot be used; the message names the file and the problem."
 
 # %% ../nbs/00_data.ipynb #95f31fc4
+MAX_VOXELS = 2**31  # far above any cine MRI (M&Ms 4D volumes hold ~10^7 voxels); a header beyond it is forged or corrupt
+
+def _check_nifti_header(img, path, kind):
+    "Refuse a header whose voxel count exceeds `MAX_VOXELS` or whose data type is complex, before any voxel is read."
+    n = int(np.prod([int(s) for s in img.shape], dtype=object))
+    if n > MAX_VOXELS: raise DataError(f"{path}: {kind} header declares shape {tuple(img.shape)} ({n:.3g} voxels, limit {MAX_VOXELS:.3g}); refused")
+    dt = img.header.get_data_dtype()
+    if dt.kind == 'c': raise DataError(f"{path}: {kind} holds complex values ({dt}); a cardiac MRI or label map is real-valued")
+
 def read_nifti(path, kind='image'):
     "Read a NIfTI volume as `(array, spacing)`; raise `DataError` naming `path` if it is missing or unreadable."
     path = Path(path)
@@ -46,6 +56,7 @@ def read_nifti(path, kind='image'):
     if not exists: raise DataError(f"{path}: {kind} file is missing")
     try:
         img = nib.load(str(path))
+        _check_nifti_header(img, path, kind)  # before reading: a forged header must not allocate terabytes
         arr = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as e:
         raise DataError(f"{path}: unreadable or truncated NIfTI {kind} file ({type(e).__name__}: {e})") from e
@@ -337,7 +348,9 @@ def shared_data_root():
     "The real data folder (`$CARDIAC_NVAE_DATA`, where `phantom` means none; else `../shared/data` beside the project or the working folder), or None."
     env = os.environ.get('CARDIAC_NVAE_DATA')
     if env and env.lower() == 'phantom': return None  # run on the embedded phantom even where real data lie beside the project
-    if env: return Path(env) if Path(env).exists() else None
+    if env:  # asked for: a missing folder is an error, never a silent fall back to the phantom
+        if not Path(env).is_dir(): raise DataError(f"$CARDIAC_NVAE_DATA={env}: no such data folder (unset it, or set it to 'phantom')")
+        return Path(env)
     import cardiac_nvae  # search from the installed package, so that notebooks run from any folder agree
     for base in (Path(cardiac_nvae.__file__).resolve().parent, Path.cwd()):
         for p in (base, *base.parents):
@@ -347,8 +360,10 @@ def shared_data_root():
 
 def cache_dir():
     "Folder for preprocessed caches: `$CARDIAC_NVAE_CACHE`, else `~/.cache/cardiac_nvae`."
-    d = Path(os.environ.get('CARDIAC_NVAE_CACHE', Path.home() / '.cache' / 'cardiac_nvae'))
-    d.mkdir(parents=True, exist_ok=True)
+    d = Path(os.environ.get('CARDIAC_NVAE_CACHE') or Path.home() / '.cache' / 'cardiac_nvae')  # empty: the default, not '.'
+    if d.exists() and not d.is_dir(): raise DataError(f"$CARDIAC_NVAE_CACHE={d}: is a file, not a folder")
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DataError(f"$CARDIAC_NVAE_CACHE={d}: cannot create the cache folder ({e.strerror or e})") from None
     return d
 
 # %% ../nbs/00_data.ipynb #441ad143
@@ -382,8 +397,14 @@ def project_commit():
 def write_json(path, obj):
     "Write `obj` as JSON to `path` atomically: a temporary file renamed into place (run records, tables)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=1, default=str)); os.replace(tmp, path)
+    text = json.dumps(obj, indent=1, default=str)
+    # one temporary name per writer: two processes writing the same record never rename each other's file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}@{socket.gethostname()}.tmp")
+    try:
+        tmp.write_text(text); os.replace(tmp, path)
+    except OSError as e:  # a full disk or a read-only folder: name the file meant, not the temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally: tmp.unlink(missing_ok=True)
     return path
 
 class RunError(FileNotFoundError):
@@ -392,11 +413,32 @@ class RunError(FileNotFoundError):
 def read_record(run, default=RunError):
     "The `record.json` of run folder `run`; errors name the file (with `default` given, a missing record returns it)."
     f = Path(run) / 'record.json'
-    try: return json.loads(f.read_text())
+    try: rec = json.loads(f.read_text())
     except FileNotFoundError:
         if default is not RunError: return default
         raise RunError(f"{f}: no record: {run} is not a run folder") from None
     except (ValueError, UnicodeDecodeError) as e: raise RunError(f"{f}: unreadable record ({e})") from None
+    if record_problem(rec): raise RunError(f"{f}: malformed record: {record_problem(rec)}")
+    return rec
+
+SAFE_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._=+,@-]*')
+MAX_NAME = 200  # a point's spec file adds '.yaml' and a lock '.lock': stay below the usual 255-byte limit
+
+def check_name(name, what='run name'):
+    "`name` if it is one safe path component (letters, digits, `._=+,@-`, no leading dot, at most `MAX_NAME`); else ValueError naming it."
+    name = str(name)
+    if len(name) > MAX_NAME or not SAFE_NAME.fullmatch(name) or '..' in name:
+        raise ValueError(f"{what} {name!r} is refused: use one folder name of letters, digits and ._=+,@- "
+                         f"(no '/', '..', leading dot or control character; at most {MAX_NAME} characters)")
+    return name
+
+RECORD_FIELDS = dict(status=str, chapter=str, notebook=str, params=dict, parameters=dict, metrics=dict)
+
+def record_problem(rec):
+    "Why a parsed record.json is malformed (not an object, or a field of the wrong type), or None when it is sound."
+    if not isinstance(rec, dict): return f"not a JSON object ({type(rec).__name__})"
+    bad = [f"{k} is {type(rec[k]).__name__}, not {t.__name__}" for k, t in RECORD_FIELDS.items() if k in rec and rec[k] is not None and not isinstance(rec[k], t)]
+    return '; '.join(bad) or None
 
 def update_record(run, **fields):
     "Merge `fields` into the `record.json` of `run` (dict values one level deep), atomically; returns the record."

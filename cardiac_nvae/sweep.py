@@ -5,6 +5,7 @@
 # %% ../nbs/08_sweeps.ipynb #c8f763e1
 from __future__ import annotations
 import fcntl, itertools, json, os, re, shutil, socket, subprocess, sys, threading, time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import yaml
 import submitit
 
 # %% auto #0
-__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'load_spec',
-           'expand_stage', 'point_name', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest', 'manifest_points',
-           'is_locked', 'run_status', 'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status',
-           'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor', 'submit_slurm',
-           'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
+__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'MAX_POINTS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError',
+           'count_points', 'load_spec', 'expand_stage', 'point_name', 'plan', 'sweep_dir_of', 'read_json',
+           'write_manifest', 'manifest_points', 'is_locked', 'read_run_record', 'run_status', 'point_error',
+           'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status', 'format_status',
+           'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor', 'submit_slurm', 'wait_slurm', 'check_spec',
+           'sweep', 'write_toy_chapter', 'LocalSlurm']
 
 # %% ../nbs/08_sweeps.ipynb #dfbfe1d1
 STAGE_KEYS = {'name', 'chapter', 'params', 'grid', 'points', 'seeds', 'seed_param', 'link'}
@@ -25,25 +27,62 @@ SPEC_KEYS = {'name', 'runs_dir', 'scale', 'local', 'slurm', 'stages', 'descripti
 class SpecError(ValueError):
     "A sweep spec that cannot be expanded: the message names the spec and the key."
 
+MAX_POINTS = 10_000  # a larger sweep is refused unless `max_points` (`--max-points`) allows it
+
+def _unsafe(name):
+    "Why `name` is no safe single folder name (cardiac_nvae.data.check_name's rule), or None."
+    ok = isinstance(name, str) and len(name) <= 200 and re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9._=+,@-]*', name) and '..' not in name
+    return None if ok else (f"{name!r} is refused: use one folder name of letters, digits and ._=+,@- "
+                            "(no '/', '..', leading dot or control character; at most 200 characters)")
+
+def _check_shapes(where, st):
+    "A stage's params and link are mappings, its grid a mapping of non-empty lists, its points and seeds non-empty lists."
+    at = f"{where}: stage {st['name']!r}"
+    for k in ('params', 'link'):
+        if st.get(k) is not None and not isinstance(st[k], dict): raise SpecError(f"{at}: {k!r} must be a mapping, not {type(st[k]).__name__}")
+    if 'grid' in st:
+        if not isinstance(st['grid'], dict) or not st['grid']: raise SpecError(f"{at}: 'grid' must be a non-empty mapping of parameter: [values]")
+        for k, v in st['grid'].items():  # a string is no axis: "12" would become the points 1 and 2
+            if not isinstance(v, list) or not v: raise SpecError(f"{at}: grid {k!r} must be a non-empty YAML list, not {v!r}")
+    if 'points' in st and (not isinstance(st['points'], list) or not st['points'] or not all(isinstance(p, dict) for p in st['points'])):
+        raise SpecError(f"{at}: 'points' must be a non-empty list of mappings")
+    if st.get('seeds') is not None and (not isinstance(st['seeds'], list) or not st['seeds']):
+        raise SpecError(f"{at}: 'seeds' must be a non-empty list, not {st['seeds']!r}")
+
+def count_points(spec):
+    "How many points a (loaded) spec expands to, computed without expanding it."
+    n = 0
+    for st in spec['stages']:
+        k = len(st.get('points') or [{}]) * len(st.get('seeds') or [None])
+        for v in (st.get('grid') or {}).values(): k *= len(v)
+        n += k
+    return n
+
 def load_spec(spec):
     "A sweep spec from a YAML file or a dict, checked: unknown keys, missing names and chapters are errors."
     where = str(spec) if not isinstance(spec, dict) else spec.get('name', '<dict>')
     if not isinstance(spec, dict):
         p = Path(spec)
         if not p.exists(): raise SpecError(f"{p}: sweep spec not found")
-        spec = yaml.safe_load(p.read_text()) or {}
+        try: spec = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e: raise SpecError(f"{p}: not valid YAML ({' '.join(str(e).split())[:300]})") from None
         if not isinstance(spec, dict): raise SpecError(f"{p}: expected a mapping with 'name' and 'stages'")
     bad = set(spec) - SPEC_KEYS
     if bad: raise SpecError(f"{where}: unknown key(s) {sorted(bad)}; allowed: {sorted(SPEC_KEYS)}")
-    if not re.fullmatch(r'[A-Za-z0-9._-]+', str(spec.get('name', ''))): raise SpecError(f"{where}: 'name' must be a plain folder name")
+    if not re.fullmatch(r'[A-Za-z0-9._-]+', str(spec.get('name', ''))) or _unsafe(spec['name']):
+        raise SpecError(f"{where}: 'name' must be a plain folder name, not {spec.get('name')!r}")
     if spec.get('scale', 'quick') not in ('quick', 'thesis'): raise SpecError(f"{where}: 'scale' must be quick or thesis")
     stages = spec.get('stages') or []
     if not stages: raise SpecError(f"{where}: no 'stages'")
+    if not isinstance(stages, list) or not all(isinstance(st, dict) for st in stages): raise SpecError(f"{where}: 'stages' must be a list of mappings")
     seen = set()
     for st in stages:
         bad = set(st) - STAGE_KEYS
         if bad: raise SpecError(f"{where}: stage {st.get('name')!r}: unknown key(s) {sorted(bad)}; allowed: {sorted(STAGE_KEYS)}")
         if not st.get('name') or not st.get('chapter'): raise SpecError(f"{where}: every stage needs 'name' and 'chapter'")
+        if _unsafe(st['name']): raise SpecError(f"{where}: stage name: {_unsafe(st['name'])}")
+        if st['name'] in seen: raise SpecError(f"{where}: two stages are named {st['name']!r}: their runs would share folders")
+        _check_shapes(where, st)
         for prm, dep in (st.get('link') or {}).items():
             if dep not in seen: raise SpecError(f"{where}: stage {st['name']!r} links {prm} to {dep!r}, which is not an earlier stage")
         seen.add(st['name'])
@@ -81,9 +120,12 @@ def _match(point, candidates, stage, prm):
                         f"{point['name']} ({', '.join(h['name'] for h in hits) or 'none'}); vary a shared parameter (e.g. seed)")
     return hits[0]
 
-def plan(spec, sweep_dir):
+def plan(spec, sweep_dir, max_points=MAX_POINTS):
     "The points of a spec: dicts of stage, name, chapter, varying and full params, links (parameter -> point name)."
     spec, sweep_dir = load_spec(spec), Path(sweep_dir).resolve()
+    n = count_points(spec)  # before expanding: a 1000 x 1000 grid is refused at once, not after minutes and gigabytes
+    if max_points and n > max_points:
+        raise SpecError(f"{spec['name']}: {n} points exceed the limit of {max_points}; allow them with --max-points {n}")
     points, by_stage = [], {}
     for st in spec['stages']:
         mine = []
@@ -96,8 +138,10 @@ def plan(spec, sweep_dir):
                 pt['params'][prm] = str(sweep_dir / target['name'])
             mine.append(pt)
         by_stage[st['name']] = mine; points += mine
-    names = [p['name'] for p in points]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    for p in points:
+        if _unsafe(p['name']): raise SpecError(f"{spec['name']}: point name {_unsafe(p['name'])}")
+    counts = Counter(p['name'] for p in points)  # linear: `list.count` per name was quadratic in the points
+    dup = sorted(n for n, c in counts.items() if c > 1)
     if dup: raise SpecError(f"{spec['name']}: points share run names {dup}: give stages distinct names or vary fewer keys")
     return points
 
@@ -112,11 +156,11 @@ def read_json(path, default=None):
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else default
 
-def write_manifest(spec, sweep_dir):
+def write_manifest(spec, sweep_dir, max_points=MAX_POINTS):
     "Create or extend the sweep folder's manifest; refuse points whose parameters changed. Returns the points."
     from cardiac_nvae.data import write_json
     spec, sweep_dir = load_spec(spec), Path(sweep_dir)
-    points = plan(spec, sweep_dir)
+    points = plan(spec, sweep_dir, max_points)
     old = {p['name']: p for p in (read_json(sweep_dir / 'sweep.json', {}) or {}).get('points', [])}
     changed = [p['name'] for p in points if p['name'] in old and old[p['name']]['params'] != p['params']]
     if changed: raise SpecError(f"{sweep_dir}: parameters of {changed} differ from the sweep's manifest; "
@@ -153,10 +197,29 @@ def is_locked(sweep_dir, name):
         except BlockingIOError: return True
         fcntl.flock(f, fcntl.LOCK_UN); return False
 
+def read_run_record(run):
+    "(record, problem) of a run folder: (None, None) without a record, ({}, 'FILE: why') for an unreadable or malformed one."
+    f = Path(run) / 'record.json'
+    try: rec = json.loads(f.read_text())
+    except FileNotFoundError: return None, None
+    except (OSError, ValueError) as e: return {}, f"{f}: unreadable record ({' '.join(str(e).split())[:200]})"
+    from cardiac_nvae.data import record_problem
+    why = record_problem(rec)
+    return ({}, f"{f}: malformed record: {why}") if why else (rec, None)
+
 def run_status(run):
-    "The status a run folder's record gives: None (no run), running, done, failed or killed."
-    rec = read_json(Path(run) / 'record.json')
+    "The status a run folder's record gives: None (no run), running, done, failed or killed (a bad record or one without status: failed)."
+    rec, bad = read_run_record(run)
     return None if rec is None and not Path(run).exists() else (rec or {}).get('status', 'failed')
+
+def point_error(sweep_dir, name):
+    "One line saying why a point failed: its record's error, a bad record, else the last line of its log."
+    rec, bad = read_run_record(Path(sweep_dir) / name)
+    if bad: return bad
+    if rec and rec.get('error'): return f"{rec.get('error_type', 'Error')}: {str(rec['error']).splitlines()[0][:200]}"
+    log = Path(sweep_dir) / 'logs' / f'{name}.log'
+    lines = [l for l in (log.read_text(errors='replace').splitlines() if log.exists() else []) if l.strip() and not l.startswith('===')]
+    return lines[-1][:200] if lines else ''
 
 # %% ../nbs/08_sweeps.ipynb #33518720
 def run_command(sweep_dir, point, resume=False):
@@ -235,12 +298,12 @@ def sweep_status(sweep_dir, env=None):
         r['points'] += 1; r[each[n]] += 1
     return list(rows.values()), each
 
-def format_status(rows, each=None):
+def format_status(rows, each=None, errors=None):
     "The status table as aligned text, then the points that are not done."
     cols = ['stage', 'chapter', 'points', *STATES]
     w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     lines = ['  '.join(str(c).ljust(w[c]) for c in cols)] + ['  '.join(str(r[c]).ljust(w[c]) for c in cols) for r in rows]
-    lines += [f"  {s:8} {n}" for n, s in (each or {}).items() if s != 'done']
+    lines += [f"  {s:8} {n}" + (f"  {errors[n]}" if (errors or {}).get(n) else '') for n, s in (each or {}).items() if s != 'done']
     return '\n'.join(lines)
 
 # %% ../nbs/08_sweeps.ipynb #3a631f96
@@ -326,11 +389,33 @@ def wait_slurm(sweep_dir, timeout=None, poll=1.0, env=None):
 # %% ../nbs/08_sweeps.ipynb #05dcccdb
 TODO_STATES = ('pending', 'failed', 'killed')
 
-def sweep(spec, executor='local', workers=None, runs_dir=None, slurm=None, wait=False, env=None):
-    "Run or submit every point of `spec` that is not done, running or queued; returns (sweep folder, {name: result})."
+def check_spec(spec, max_points=MAX_POINTS):
+    "`load_spec`, then each stage's chapter, parameter names and value types (against its parameters cell) and the sweep's size."
+    from cardiac_nvae import cli  # the same checks as `cardiac-nvae run`, here before any point runs
     spec = load_spec(spec)
+    for st in spec['stages']:
+        at = f"{spec['name']}: stage {st['name']!r}"
+        try: nb = cli.find_notebook(st['chapter']); defaults = cli.notebook_parameters(nb)
+        except SystemExit as e: raise SpecError(f"{at}: {str(e).removeprefix('error: ')}") from None
+        values = [('params', k, v) for k, v in (st.get('params') or {}).items()]
+        values += [('grid', k, x) for k, v in (st.get('grid') or {}).items() for x in v]
+        values += [('points', k, v) for p in st.get('points') or [] for k, v in p.items()]
+        values += [('seeds', st.get('seed_param', 'seed'), s) for s in st.get('seeds') or []]
+        values += [('link', k, None) for k in st.get('link') or {}]
+        for where, k, v in values:
+            if k not in defaults: raise SpecError(f"{at}: {where}: {nb.stem} has no parameter {k!r}; known: {sorted(defaults)}")
+            try: cli._typed(k, v, defaults[k][0], nb.stem)
+            except SystemExit as e: raise SpecError(f"{at}: {where}: {str(e).removeprefix('error: ')}") from None
+    n = count_points(spec)
+    if max_points and n > max_points:
+        raise SpecError(f"{spec['name']}: {n} points exceed the limit of {max_points}; allow them with --max-points {n}")
+    return spec
+
+def sweep(spec, executor='local', workers=None, runs_dir=None, slurm=None, wait=False, env=None, max_points=MAX_POINTS):
+    "Run or submit every point of `spec` that is not done, running or queued; returns (sweep folder, {name: result})."
+    spec = check_spec(spec, max_points)
     sweep_dir = sweep_dir_of(spec, runs_dir)
-    points = write_manifest(spec, sweep_dir)
+    points = write_manifest(spec, sweep_dir, max_points)
     _, each = sweep_status(sweep_dir, env)
     todo = [p['name'] for p in points if each[p['name']] in TODO_STATES]
     if executor == 'local':

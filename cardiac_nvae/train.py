@@ -37,13 +37,14 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred',
-           'model_terms', 'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint',
-           'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger',
-           'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype', 'BF16Autocast',
-           'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss', 'DeviceLosses',
-           'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError', 'plain_json',
-           'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run', 'load_run_weights']
+__all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'RUNS_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything',
+           'split_pred', 'model_terms', 'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain',
+           'save_checkpoint', 'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup',
+           'LossTermsLogger', 'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype',
+           'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss',
+           'DeviceLosses', 'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError',
+           'plain_json', 'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run',
+           'load_run_weights']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -118,6 +119,7 @@ def load_checkpoint(path, map_location='cpu'):
     "Read a checkpoint with `torch.load(weights_only=True)`: tensors and plain data only, never code."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: checkpoint file is missing")
+    if not path.is_file(): raise CheckpointError(f"{path}: not a regular file (a FIFO, device or folder would block or fail the read)")
     try:
         with warnings.catch_warnings():  # a file not written by torch.save (pickle protocol != 2): refused below if unsafe
             warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
@@ -360,6 +362,8 @@ class Resume(Callback):
         self.run, self.start = _real_training(self), 0
         if not self.run or not self.load or not self.fname.exists(): return
         st = load_checkpoint(self.fname, next(self.learn.model.parameters()).device)
+        missing = sorted({'n_epoch', 'epoch', 'model', 'opt', 'rng', 'train_iter', 'callbacks'} - set(st)) if isinstance(st, dict) else ['(not a dict)']
+        if missing: raise CheckpointError(f"{self.fname}: not a resume checkpoint (missing {missing}); delete it to train from the start")
         if st['n_epoch'] != self.n_epoch:
             raise ValueError(f"{self.fname}: saved run had n_epoch={st['n_epoch']}, this fit has {self.n_epoch}; delete the file or match it")
         self.learn.model.load_state_dict(st['model'])
@@ -567,6 +571,7 @@ def write_record(path, params, metrics, data_root=None, **extra):
 from .data import RunError, read_record, update_record, new_run_folder
 
 RUN_DIR_ENV = 'CARDIAC_NVAE_RUN_DIR'
+RUNS_DIR_ENV = 'CARDIAC_NVAE_RUNS_DIR'  # the runs folder `cardiac-nvae run --runs-dir` (or a sweep) was given
 
 class RunMismatchError(ValueError):
     "A run whose record does not match what the caller needs; the message names both runs."
@@ -580,7 +585,8 @@ def project_root():
     return next((d for d in [Path.cwd(), *Path.cwd().parents] if (d / 'settings.ini').exists() and (d / 'nbs').is_dir()), None)
 
 def runs_root():
-    "Where runs live: `runs/` of the project checkout, else of the working directory."
+    "Where runs live: the runs folder `cardiac-nvae run` was given (`$CARDIAC_NVAE_RUNS_DIR`), else `runs/` of the checkout or working directory."
+    if os.environ.get(RUNS_DIR_ENV): return Path(os.environ[RUNS_DIR_ENV])
     return (project_root() or Path.cwd()) / 'runs'
 
 def run_dir(chapter):
@@ -592,10 +598,13 @@ def run_dir(chapter):
 # %% ../nbs/03_train.ipynb #a403c47b
 def find_run(run, runs_dir=None):
     "The folder of `run`: a path to a run folder, or a run name under `runs/` or `results/` of the project."
-    if Path(run).expanduser().is_dir(): return Path(run).expanduser()
+    p = Path(run).expanduser()
+    if p.is_absolute() and p.is_dir(): return p
     roots = [Path(runs_dir)] if runs_dir else [runs_root(), (project_root() or Path.cwd()) / 'results']
+    # a name first, against the runs folder: the kernel's working folder is its own run folder, whose subfolders are no runs
     hit = next((r / str(run) for r in roots if (r / str(run)).is_dir()), None)
     if hit: return hit
+    if p.is_dir(): return p
     known = sorted(d.name for r in roots if r.is_dir() for d in r.iterdir() if (d / 'record.json').exists())
     raise RunError(f"no run {str(run)!r}: not a folder, and not a run in {' or '.join(map(str, roots))}"
                    f" (runs there: {', '.join(known[-8:]) or 'none'})")
