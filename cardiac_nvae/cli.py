@@ -119,7 +119,9 @@ def data_identity(params):
         raise SystemExit(f"error: data_root {params['data_root']}: no such data folder")
     try: root = params.get('data_root') or shared_data_root()
     except DataError as e: raise SystemExit(f"error: {e}") from None
-    if root is None: return {'data_root': PHANTOM_NOTE, 'data_fingerprint': None}
+    if root is None:
+        asked = (os.environ.get('CARDIAC_NVAE_DATA') or '').lower() == 'phantom'
+        return {'data_root': 'phantom ($CARDIAC_NVAE_DATA=phantom)' if asked else PHANTOM_NOTE, 'data_fingerprint': None}
     return {'data_root': str(root), 'data_fingerprint': data_fingerprint(root) if Path(root).exists() else None}
 
 def chapter_for_run(nb):
@@ -482,20 +484,18 @@ def cmd_docs(args):
 
 def cmd_sweep(args):
     "Run, submit or show a sweep spec (cardiac_nvae.sweep)."
-    from .sweep import SpecError, load_spec, sweep, sweep_dir_of, sweep_status, format_status, point_error
+    from .sweep import load_spec, sweep, sweep_dir_of, sweep_status, format_status, point_error
     bad = [o for o in args.sbatch or [] if '=' not in o or not o.split('=', 1)[0]]
     if bad: raise SystemExit(f"error: --sbatch {bad[0]!r}: expected KEY=VALUE, e.g. --sbatch qos=high")
-    try:
-        spec = load_spec(args.spec)
-        if not args.status:
-            slurm = dict(partition=args.partition, time_min=args.time, mem_gb=args.mem_gb, gpus_per_task=args.gpus,
-                         array_parallelism=args.array_parallelism, sbatch=dict(o.split('=', 1) for o in args.sbatch or []) or None)
-            d, res = sweep(spec, args.executor, args.workers, args.runs_dir, slurm, wait=args.wait, max_points=args.max_points)
-            print(f"{args.executor}: {len(res)} point(s) {'run' if args.executor == 'local' else 'submitted'}: "
-                  + (', '.join(f'{k} ({v})' for k, v in res.items()) or 'none (all done, running or queued)'))
-        d = sweep_dir_of(spec, args.runs_dir)
-        rows, each = sweep_status(d)
-    except SpecError as e: raise SystemExit(f"error: {e}") from None
+    spec = load_spec(args.spec)  # a SpecError becomes one line in `main`
+    if not args.status:
+        slurm = dict(partition=args.partition, time_min=args.time, mem_gb=args.mem_gb, gpus_per_task=args.gpus,
+                     array_parallelism=args.array_parallelism, sbatch=dict(o.split('=', 1) for o in args.sbatch or []) or None)
+        d, res = sweep(spec, args.executor, args.workers, args.runs_dir, slurm, wait=args.wait, max_points=args.max_points)
+        print(f"{args.executor}: {len(res)} point(s) {'run' if args.executor == 'local' else 'submitted'}: "
+              + (', '.join(f'{k} ({v})' for k, v in res.items()) or 'none (all done, running or queued)'))
+    d = sweep_dir_of(spec, args.runs_dir)
+    rows, each = sweep_status(d)
     failed = [n for n, s in each.items() if s == 'failed']
     print(f"sweep folder: {d}\n" + format_status(rows, each, {n: point_error(d, n) for n in failed}))
     if failed and not args.status: raise SystemExit(f"error: {len(failed)} point(s) failed: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}")

@@ -58,6 +58,7 @@ def read_nifti(path, kind='image'):
         img = nib.load(str(path))
         _check_nifti_header(img, path, kind)  # before reading: a forged header must not allocate terabytes
         arr = np.asanyarray(img.dataobj)
+    except DataError: raise  # the header check's own message, not 'unreadable'
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as e:
         raise DataError(f"{path}: unreadable or truncated NIfTI {kind} file ({type(e).__name__}: {e})") from e
     return arr, tuple(float(z) for z in img.header.get_zooms())
