@@ -6,8 +6,8 @@ from pathlib import Path
 import nbformat, pytest, yaml
 
 from cardiac_nvae import cli
-from cardiac_nvae.sweep import (SpecError, check_spec, load_spec, plan, sweep_status, format_status, point_error,
-                                write_manifest, write_toy_chapter)
+from cardiac_nvae import sweep as sw  # sw.check_spec, sw.point_error: looked up in the tests, so the file loads on older code
+from cardiac_nvae.sweep import SpecError, load_spec, plan, sweep_status, write_manifest, write_toy_chapter
 
 ROOT = Path(cli.__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_3_a_data_root_asked_for_but_missing_is_an_error(tmp_path, monkeypatch):
 ])
 def test_4_a_sweep_spec_is_checked_before_anything_runs(tmp_path, toy, stage, msg):
     spec = {'name': 'sw', 'stages': [{'name': 'a', 'chapter': str(toy), **stage}, {'name': 'b', 'chapter': str(toy)}]}
-    with pytest.raises(SpecError, match=msg.replace('(', r'\(').replace(')', r'\)').replace('[', r'\[')): check_spec(spec)
+    with pytest.raises(SpecError, match=msg.replace('(', r'\(').replace(')', r'\)').replace('[', r'\[')): sw.check_spec(spec)
 
 def test_4_duplicates_yaml_and_a_failed_point(tmp_path, toy):
     with pytest.raises(SpecError, match="two stages are named 'a'"):
@@ -173,7 +173,7 @@ def test_7_a_malformed_record_is_marked_and_the_rest_still_listed(tmp_path, toy,
     write_json(sd / 'a-x=2.0' / 'record.json', {'chapter': 'toy'})  # no status: not done
     rows, each = sweep_status(sd)
     assert each == {'a-x=1.0': 'failed', 'a-x=2.0': 'failed'}
-    assert point_error(sd, 'a-x=1.0').startswith(f"{sd / 'a-x=1.0' / 'record.json'}: unreadable record")
+    assert sw.point_error(sd, 'a-x=1.0').startswith(f"{sd / 'a-x=1.0' / 'record.json'}: unreadable record")
 
 def test_8_a_huge_grid_is_refused_at_once_and_planning_is_linear(tmp_path, toy):
     spec = {'name': 'big', 'stages': [{'name': 'a', 'chapter': str(toy), 'grid': {'x': list(range(1000)), 'seed': list(range(1000))}}]}
