@@ -299,7 +299,8 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
         record = dict(old, attempts=attempts)
     else:
         ident = data_identity(params)  # before the folder exists: a refused data root leaves nothing behind
-        if progress and 'data_root' in notebook_parameters(nb): print(f"data: {ident['data_root']}", flush=True)
+        if progress and ident['data_root'].startswith('phantom') and 'data_root' in notebook_parameters(nb):
+            print(f"data: {ident['data_root']}", file=sys.stderr, flush=True)  # the first line of progress: no real data is read
         out = new_run_dir(runs_dir, name).resolve()  # papermill changes the working folder during the run
         record = dict(notebook=nb.name, chapter=nb.stem, parameters=params, package_version=__version__, git_commit=project_commit(),
                       **ident, python=platform.python_version())

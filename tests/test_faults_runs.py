@@ -90,8 +90,9 @@ def test_3_a_data_root_asked_for_but_missing_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match='error: data_root /nonexistent/acdc: no such data folder'):
         cli.main(['run', str(nb), '--runs-dir', str(tmp_path / 'runs'), '-p', 'data_root', '/nonexistent/acdc'])
     assert not (tmp_path / 'runs').exists() or not list((tmp_path / 'runs').iterdir())  # no run folder left behind
-    rc, out = cnv('run', nb, '--runs-dir', tmp_path / 'runs', '--name', 'ph', env={'CARDIAC_NVAE_DATA': 'phantom'})
-    assert rc == 0 and out.splitlines()[0] == 'data: phantom ($CARDIAC_NVAE_DATA=phantom)', out
+    r = subprocess.run([sys.executable, '-m', 'cardiac_nvae.cli', 'run', str(nb), '--runs-dir', str(tmp_path / 'runs'), '--name', 'ph'],
+                       env={**os.environ, 'PYTHONPATH': str(ROOT), 'CARDIAC_NVAE_DATA': 'phantom'}, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.splitlines()[0] == 'data: phantom ($CARDIAC_NVAE_DATA=phantom)', r.stderr
     assert json.loads((tmp_path / 'runs' / 'ph' / 'record.json').read_text())['data_root'].startswith('phantom')
     from cardiac_nvae.data import DataError, cache_dir
     monkeypatch.chdir(tmp_path); monkeypatch.setenv('HOME', str(tmp_path / 'home')); monkeypatch.setenv('CARDIAC_NVAE_CACHE', '')
