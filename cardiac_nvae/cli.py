@@ -448,8 +448,9 @@ def cmd_report(args):
     "Thesis tables from run records (cardiac_nvae.report)."
     from .report import report, render, update_readme
     if args.update_readme: print(update_readme()); return
-    tables = report(args.sources or None, args.out)
-    print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {args.sources or 'results/ and runs/'}")
+    try: tables = report(args.sources or None, args.out)
+    except (OSError, ValueError) as e: raise SystemExit(f"error: {e}") from None  # a missing source, a bad record, --out a file
+    print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {' '.join(args.sources) or 'results/ and runs/'}")
     if args.out: print(f"\nmarkdown, CSV and HTML tables written to {args.out}")
 
 def build_parser():

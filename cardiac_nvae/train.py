@@ -580,8 +580,20 @@ def project_root():
     return next((d for d in [Path.cwd(), *Path.cwd().parents] if (d / 'settings.ini').exists() and (d / 'nbs').is_dir()), None)
 
 def runs_root():
-    "Where runs live: `runs/` of the project checkout, else of the working directory."
+    "Where runs live: `runs/` of the project checkout, else of the working directory; under `nbdev_test` (IN_TEST) a temporary folder."
+    if os.environ.get('IN_TEST'): return _test_runs_root()  # notebook tests must leave no runs behind for `runs` and `report`
     return (project_root() or Path.cwd()) / 'runs'
+
+_TEST_RUNS = {}
+
+def _test_runs_root():
+    "One temporary runs folder per test process, removed when the process exits."
+    if os.getpid() not in _TEST_RUNS:
+        import atexit, shutil
+        d = Path(tempfile.mkdtemp(prefix='cardiac-nvae-test-runs-'))
+        atexit.register(shutil.rmtree, d, True)
+        _TEST_RUNS[os.getpid()] = d
+    return _TEST_RUNS[os.getpid()]
 
 def run_dir(chapter):
     "This chapter's run folder: the one `cardiac-nvae run` made (`$CARDIAC_NVAE_RUN_DIR`), else a new `runs/<chapter>-<time>/`."
