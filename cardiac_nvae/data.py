@@ -314,10 +314,21 @@ class SliceSet:
         return pd.Series(counts / counts.sum(), index=list(CLASSES))
 
 # %% ../nbs/00_data.ipynb #669f62cc
+def _progress_lines(items, what='frames'):
+    "fastprogress' bar in a notebook or a terminal; a line per tenth otherwise (a bar in a log file is one endless line)."
+    import sys
+    try: in_nb = get_ipython().__class__.__name__ == 'ZMQInteractiveShell'  # noqa: F821 (defined inside IPython only)
+    except NameError: in_nb = False
+    if in_nb or sys.stdout.isatty(): yield from progress_bar(items); return
+    t0, step = time.time(), max(1, len(items) // 10)
+    for i, x in enumerate(items, 1):
+        yield x
+        if i % step == 0 or i == len(items): print(f"preprocessed {i}/{len(items)} {what} ({time.time() - t0:.0f} s)", flush=True)
+
 def preprocess_frames(frames, size=128, margin=4, crop='heart', drop_empty_pairs=None, progress=False):
     "Preprocess `Frame`s into one `SliceSet`; slices whose image and mask are both empty are dropped (M&Ms) and counted."
     imgs, masks, rows, dropped = [], [], [], 0
-    for f in (progress_bar(list(frames)) if progress else frames):
+    for f in (_progress_lines(list(frames)) if progress else frames):
         im, mk = preprocess_frame(f.image, f.labels, size, margin, crop)
         if mk is None: mk = np.zeros(im.shape, np.uint8)
         keep = np.ones(len(im), bool)

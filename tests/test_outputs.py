@@ -1,0 +1,85 @@
+"""What the committed notebooks publish: no absolute path, user name, stderr stream, warning or real-data output in any of them."""
+import io, json, os, tempfile, time
+from pathlib import Path
+
+import pytest
+
+from cardiac_nvae.execute import notebooks, scan_notebook, scan_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.mark.parametrize('nb', notebooks(), ids=lambda p: p.stem)
+def test_committed_outputs_are_publishable(nb):
+    "Fails until `cardiac-nvae execute-all` has re-executed the notebook on the phantom with the current code."
+    problems = scan_outputs(nb)
+    assert not problems, f"{len(problems)} problem(s); run `cardiac-nvae execute-all {nb.stem}`:\n" + '\n'.join(problems[:30])
+
+def nb_with(*outputs):
+    return {'cells': [{'cell_type': 'code', 'source': 'x', 'outputs': list(outputs)}]}
+
+def stream(text, name='stdout'): return {'output_type': 'stream', 'name': name, 'text': text}
+def plain(text): return {'output_type': 'execute_result', 'data': {'text/plain': text}}
+
+@pytest.mark.parametrize('out, what', [
+    (stream('data at /work/shared/data/acdc (fingerprint 1)'), "absolute path '/work/shared/data/acdc'"),
+    (plain("PosixPath('/root/.cache/cardiac_nvae/phantom-v1')"), 'absolute path'),
+    (stream('written to /tmp/tmp2ak2149b/acdc/testing\n'), "absolute path '/tmp/tmp2ak2149b/acdc/testing'"),
+    (stream('C:\\Users\\me\\runs\\x'), 'absolute path'),
+    (stream('fine', name='stderr'), 'stderr stream'),
+    (plain('x.py:3: FutureWarning: `torch.jit.script` is deprecated'), 'warning text'),
+    (stream('patient087 ES s2'), 'real patient ids (patient087'),
+    (stream('data: real ACDC/M&Ms annotations at <data>'), 'computed on the real data'),
+    (stream('by alice on her laptop'), "user or host name 'alice'"),
+    ({'output_type': 'error', 'ename': 'ValueError', 'evalue': 'bad', 'traceback': []}, 'error output ValueError'),
+])
+def test_scan_finds_what_must_not_be_published(out, what):
+    problems = scan_notebook(nb_with(out), 'nbs/x.ipynb', users={'alice'})
+    assert problems and problems[0].startswith('nbs/x.ipynb cell 0: ') and what in problems[0], problems
+
+def test_scan_passes_relative_paths_urls_and_phantom_ids():
+    ok = [stream('data: embedded phantom at <cache>/phantom-v1-seed0 (fingerprint ab12)\n'), stream('see <run>/record.json and ./runs/a'),
+          plain('https://cardiac-nvae.github.io/cardiac-nvae/data.html'), stream('patient001 ED s3, patient026'),
+          {'output_type': 'display_data', 'data': {'image/png': 'iVBOR/work/x', 'text/plain': '<Figure size 640x480 with 1 Axes>'}}]
+    assert scan_notebook(nb_with(*ok), 'x', users={'alice'}) == []
+
+def test_show_path_hides_machine_folders(monkeypatch, tmp_path):
+    from cardiac_nvae.data import show_path
+    monkeypatch.setenv('CARDIAC_NVAE_RUN_DIR', str(tmp_path / 'run'))
+    monkeypatch.setenv('CARDIAC_NVAE_CACHE', str(tmp_path / 'cache'))
+    assert show_path(tmp_path / 'run' / 'record.json') == '<run>/record.json'
+    assert show_path(tmp_path / 'cache' / 'phantom' / 'acdc') == '<cache>/phantom/acdc'
+    assert show_path(tmp_path / 'd' / 'acdc' / 'testing', root=tmp_path / 'd') == '<data>/acdc/testing'
+    assert show_path(Path(tempfile.gettempdir()) / 'tmpab' / 'x') == '<tmp>/tmpab/x'
+    assert show_path('/opt/somewhere/best.pth') == '<...>/best.pth' and show_path('runs/a') == 'runs/a'
+
+def test_execute_all_refuses_unknown_or_ambiguous_names():
+    from cardiac_nvae.execute import notebooks as nbs
+    assert [p.name for p in nbs(['00_data', '01', 'index'])] == ['00_data.ipynb', '01_phantom.ipynb', 'index.ipynb']
+    with pytest.raises(ValueError, match="03: ambiguous in nbs/"): nbs(['03'])
+    with pytest.raises(ValueError, match="nvae: no notebook in nbs/"): nbs(['nvae'])
+
+def test_run_needs_an_exact_chapter_id_and_params_takes_a_number():
+    from cardiac_nvae import cli
+    with pytest.raises(SystemExit, match="'nvae' is the title of 04_nvae; give its id to run it: 04_nvae"):
+        cli.find_notebook('nvae', titles=False)
+    assert cli.find_notebook('6').stem == '06_acunet' and cli.find_notebook('06').stem == '06_acunet'
+    assert cli.find_notebook('nvae').stem == '04_nvae'  # params and docs may look a chapter up by title
+
+def test_progress_prints_the_last_epoch_before_the_cell_ends_and_names_the_main_model(tmp_path):
+    from cardiac_nvae.cli import Progress
+    out, buf = tmp_path / 'run', io.StringIO()
+    (out / 'sub').mkdir(parents=True)
+    p = Progress(out, 3, stream=buf, slow=0)
+    p.cell_started(1, type('C', (), {'source': 'learn.fit(3)'})())
+    time.sleep(0.01); p.poll()  # announced as slow
+    log = out / 'log.csv'
+    log.write_text('epoch,train_loss,valid_loss,n_epoch\n'); p.poll()  # the fit begins: its clock starts now
+    for ep in range(3):
+        time.sleep(0.3)
+        log.write_text(log.read_text() + f'{ep},1.0,2.0,3\n')
+        if ep < 2: p.poll()
+    p.cell_finished(1)  # the third epoch arrived after the last poll
+    lines = buf.getvalue().splitlines()
+    assert lines[-1].startswith('[cell 2/3] ended') and lines[-2].startswith('  main model: epoch 3/3'), lines
+    first = [l for l in lines if 'epoch 1/3' in l][0]
+    assert '(0s/epoch, ~1s left)' in first or '(0s/epoch, ~0s left)' in first, first  # not minutes: the cell's earlier time is not counted
