@@ -15,12 +15,14 @@ _re_warning = re.compile(r'\b\w*(?:Warning|warn)\b:|\bwarnings\.warn\(')
 _re_patient = re.compile(r'\bpatient(\d{3})\b')
 PHANTOM_MAX_PATIENT = 30  # the phantom's ACDC ids stop at 026 (20 training, 6 testing): a higher id is real data
 
+def _str(v): return ''.join(v) if isinstance(v, list) else v if isinstance(v, str) else json.dumps(v)  # files keep lines as lists
+
 def _texts(out):
-    "The text of one output, whatever its kind (stream, plain text, html, markdown, an error's traceback)."
-    if out.get('output_type') == 'stream': return [out.get('text', '')]
+    "The text of one output, whatever its kind (stream, plain text, html, markdown, an error's name and message)."
+    if out.get('output_type') == 'stream': return [_str(out.get('text', ''))]
     if out.get('output_type') == 'error': return [out.get('ename', '') + ': ' + out.get('evalue', '')]
     data = out.get('data', {})
-    return [v if isinstance(v, str) else ''.join(v) for k, v in data.items() if k.startswith('text/') or k == 'application/json']
+    return [_str(v) for k, v in data.items() if k.startswith('text/') or k == 'application/json']
 
 def _real_fingerprint():
     "The fingerprint of the real data beside the project, when it is there (a page that prints it shows real data)."
@@ -41,7 +43,7 @@ def scan_notebook(nb, name='notebook', users=None, fingerprint=None):
         for out in cell.get('outputs', []):
             where = f"{name} cell {i}"
             if out.get('output_type') == 'stream' and out.get('name') == 'stderr':
-                problems.append(f"{where}: stderr stream: {out.get('text', '').strip()[:100]!r}")
+                problems.append(f"{where}: stderr stream: {_str(out.get('text', '')).strip()[:100]!r}")
                 continue  # one line per stream: what it holds is reported by the line above
             if out.get('output_type') == 'error': problems.append(f"{where}: error output {out.get('ename')}: {out.get('evalue', '')[:80]}")
             for t in _texts(out):
@@ -52,14 +54,14 @@ def scan_notebook(nb, name='notebook', users=None, fingerprint=None):
                     if re.search(rf'(?<![\w]){re.escape(u)}(?![\w])', t): problems.append(f"{where}: user or host name {u!r}")
                 ids = sorted({int(p) for p in _re_patient.findall(t) if int(p) > PHANTOM_MAX_PATIENT})
                 if ids: problems.append(f"{where}: real patient ids (patient{ids[0]:03d}...): the phantom has none above {PHANTOM_MAX_PATIENT:03d}")
-                if 'real ACDC' in t or (fingerprint and fingerprint in t): problems.append(f"{where}: output computed on the real data")
+                if 'real ACDC/M&Ms annotations at' in t or (fingerprint and fingerprint in t): problems.append(f"{where}: output computed on the real data")
     return list(dict.fromkeys(problems))
 
 def scan_outputs(path, users=None, fingerprint=None):
     "Problems of a notebook file's outputs (see `scan_notebook`), named by its path relative to the project."
     p = Path(path)
     nb = json.loads(p.read_text())
-    name = p.relative_to(PROJECT_ROOT).as_posix() if PROJECT_ROOT in p.resolve().parents else p.name
+    name = p.resolve().relative_to(PROJECT_ROOT).as_posix() if PROJECT_ROOT in p.resolve().parents else p.name
     return scan_notebook(nb, name, _users() if users is None else users, fingerprint)
 
 def notebooks(names=None):
