@@ -482,7 +482,7 @@ def cmd_execute_all(args):
     if problems:
         raise SystemExit(f"error: {len(problems)} problem(s) in notebook outputs (fix the cells named above, then rerun):\n"
                          + '\n'.join(problems[:40]))
-    print("all notebooks executed on the phantom, cleaned, and free of paths, user names, stderr and warnings")
+    print("done: the notebooks executed on the phantom are cleaned and free of paths, user names, stderr and warnings")
 
 def build_parser():
     chs = chapters()

@@ -117,7 +117,8 @@ def execute_notebook(path, runs, timeout=3600):
         try: client.execute()
         except CellExecutionError as e:
             cell = next((i for i, c in enumerate(nb.cells) if any(o.get('output_type') == 'error' for o in c.get('outputs', []))), '?')
-            msg = next((l for l in str(e).splitlines()[::-1] if l.strip() and not l.startswith(' ')), str(e)[:200])
+            text = re.sub(r'\x1b\[[0-9;]*m', '', str(e))  # IPython colours its tracebacks
+            msg = next((l for l in text.splitlines()[::-1] if l.strip() and not l.startswith(' ')), text[:200])
             raise RuntimeError(f"{path.name} cell {cell}: {msg.strip()[:300]}") from None
     nbformat.write(nb, str(path))
     subprocess.run([sys.executable, '-c', 'from nbdev.clean import nbdev_clean; import sys; nbdev_clean(fname=sys.argv[1])', str(path)],
@@ -135,7 +136,8 @@ def execute_all(names=None, force=False, state=STATE, say=print, timeout=3600):
                 say(f"[{k}/{len(todo)}] {nb.name}: done before ({prev.get('seconds', 0):.0f} s), sources unchanged: skipped"); continue
             say(f"[{k}/{len(todo)}] {nb.name}: executing on the phantom ...")
             t0 = time.time()
-            st[nb.name] = dict(status='running', hash=h, started=time.strftime('%Y-%m-%dT%H:%M:%S')); _write_state(state, st)
+            st[nb.name] = dict(status='running', hash=h, pid=os.getpid(), started=time.strftime('%Y-%m-%dT%H:%M:%S'))
+            _write_state(state, st)
             try: execute_notebook(nb, runs, timeout)
             except (RuntimeError, subprocess.CalledProcessError) as e:
                 st[nb.name] = dict(status='failed', hash=h, error=str(e), seconds=round(time.time() - t0, 1)); _write_state(state, st)
@@ -149,6 +151,12 @@ def execute_all(names=None, force=False, state=STATE, say=print, timeout=3600):
             for p in found[:20]: say(f"  {p}")
     return problems
 
+def _alive(pid):
+    if not pid: return False
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except PermissionError: return True
+
 def status_lines(state=STATE):
     "One line per notebook: its state in `execute-all` (done, unclean, failed, running, not run) and whether its sources changed since."
     st = _read_state(state)
@@ -157,6 +165,7 @@ def status_lines(state=STATE):
         s = st.get(nb.name)
         if not s: lines.append(f"{nb.name:22} not run"); continue
         stale = ' (sources changed since)' if s.get('hash') != _source_hash(nb) else ''
+        if s['status'] == 'running' and not _alive(s.get('pid')): s['status'] = 'interrupted'  # rerun continues from it
         extra = f": {s['error']}" if s.get('error') else f": {len(s['problems'])} problem(s)" if s.get('problems') else ''
         lines.append(f"{nb.name:22} {s['status']}{stale} {s.get('seconds', '')}{' s' if s.get('seconds') else ''}{extra}")
     return lines

@@ -83,3 +83,19 @@ def test_progress_prints_the_last_epoch_before_the_cell_ends_and_names_the_main_
     assert lines[-1].startswith('[cell 2/3] ended') and lines[-2].startswith('  main model: epoch 3/3'), lines
     first = [l for l in lines if 'epoch 1/3' in l][0]
     assert '(0s/epoch, ~1s left)' in first or '(0s/epoch, ~0s left)' in first, first  # not minutes: the cell's earlier time is not counted
+
+def test_execute_notebook_runs_on_the_phantom_and_names_a_failing_cell(tmp_path):
+    import nbformat
+    from cardiac_nvae.execute import execute_notebook
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.environ['CARDIAC_NVAE_DATA'], os.environ['CARDIAC_NVAE_RUN_DIR'].startswith(os.environ['RUNS']))"),
+                                         nbformat.v4.new_code_cell("1 / 0")])
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    p = tmp_path / 'toy.ipynb'; nbformat.write(nb, str(p))
+    os.environ['RUNS'] = str(tmp_path / 'runs')
+    try:
+        with pytest.raises(RuntimeError, match=r"toy.ipynb cell 1: ZeroDivisionError"): execute_notebook(p, tmp_path / 'runs', timeout=60)
+        nb.cells = nb.cells[:1]; nbformat.write(nb, str(p))
+        execute_notebook(p, tmp_path / 'runs', timeout=60)
+    finally: os.environ.pop('RUNS')
+    done = nbformat.read(str(p), as_version=4)
+    assert done.cells[0].outputs[0]['text'] == 'phantom True\n' and done.cells[0].get('execution_count') is None  # cleaned
