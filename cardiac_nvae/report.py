@@ -398,6 +398,7 @@ def render(name, t):
 
 # %% ../nbs/09_results.ipynb #d7c54d53
 def _claim_row(claim, thesis, ours, rows):
+    if rows is not None and len(rows): rows = distinct_runs(rows)[0]  # identical reruns are one run here too
     how = '-' if rows is None or not len(rows) else (
         f"{len(rows)} run(s) of {_values(rows['chapter'])}, {_values(rows['scale'])} scale, epochs {_values(rows['epochs'])}, "
         f"train {_values(rows['n_train'])}, commit {_values(rows['commit'])}")
