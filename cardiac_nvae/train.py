@@ -543,7 +543,23 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
                        nan_check_every=nan_check_every)  # for the run's record
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
+    elif not _interactive():  # stdout is a log file: fastai's bar would be one endless line of carriage returns
+        from functools import partial
+        learn.remove_cb(ProgressCallback); learn.logger = partial(_epoch_line, learn)
     return learn
+
+def _interactive():
+    "True in a notebook or when stdout is a terminal (where fastai's progress bar redraws itself)."
+    import sys
+    try: return get_ipython().__class__.__name__ == 'ZMQInteractiveShell' or sys.stdout.isatty()  # noqa: F821
+    except NameError: return sys.stdout.isatty()
+
+def _epoch_line(learn, log):
+    "One printed line per epoch: 'epoch 2/10  train_loss 0.41  valid_loss 0.52  time 00:14'."
+    vals = dict(zip(learn.recorder.metric_names, log))
+    ep = vals.pop('epoch', None)
+    head = f"epoch {ep + 1}/{learn.n_epoch}" if isinstance(ep, int) else ''
+    print('  '.join([head] + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in vals.items()]).strip(), flush=True)
 
 # %% ../nbs/03_train.ipynb #1f2a3757
 def device_name(device=None):

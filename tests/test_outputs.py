@@ -99,3 +99,26 @@ def test_execute_notebook_runs_on_the_phantom_and_names_a_failing_cell(tmp_path)
     finally: os.environ.pop('RUNS')
     done = nbformat.read(str(p), as_version=4)
     assert done.cells[0].outputs[0]['text'] == 'phantom True\n' and done.cells[0].get('execution_count') is None  # cleaned
+
+FIT = '''
+import torch
+from torch import nn
+from cardiac_nvae.train import make_learner
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+class M(nn.Module):
+    def __init__(s): super().__init__(); s.l = nn.Linear(2, 1)
+    def forward(s, x): return {'mse': ((s.l(x) - 1) ** 2).mean()}
+x = torch.randn(32, 2); ds = torch.utils.data.TensorDataset(x, x)
+learn = make_learner(M(), DataLoaders(DataLoader(ds, bs=8), DataLoader(ds, bs=8), device='cpu'), device='cpu', quiet=False)
+learn.fit(2)
+'''
+
+def test_training_into_a_log_file_prints_a_line_per_epoch(tmp_path):
+    import subprocess, sys
+    env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'CI', 'PAPERMILL_EXECUTION')}
+    p = subprocess.run([sys.executable, '-c', FIT], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert '\r' not in p.stdout and [l.split('  ')[0] for l in lines] == ['epoch 1/2', 'epoch 2/2'], p.stdout
+    assert 'train_loss' in lines[0] and 'valid_loss' in lines[0]
