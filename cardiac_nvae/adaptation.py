@@ -444,7 +444,9 @@ def plot_settings(summary, model='ACU-Net', settings=SETTINGS, axs=None):
     if axs is None: _, axs = plt.subplots(1, 2, figsize=(12, 3))
     plot_breakdown(s, by='centre', hue='setting', metric='all', ylabel='DSC', ax=axs[0])
     plot_breakdown(s, by='centre', hue='setting', metric='AV', ylabel='% AV', ax=axs[1])
-    for ax in axs: ax.set_title(model, fontsize=9)
+    for ax in axs: ax.set_title(model, fontsize=9); ax.get_legend() and ax.get_legend().remove()
+    axs[0].figure.legend(*axs[0].get_legend_handles_labels(), loc='lower center', bbox_to_anchor=(0.5, 0.98), ncol=len(settings),
+                         fontsize=7, frameon=False)  # one legend above both panels: inside, it covered the bars
     return axs
 
 def seen_label(groups):

@@ -18,16 +18,27 @@ def chapters():
     d = PROJECT_ROOT / 'nbs'
     return sorted(q.stem for q in d.glob('[0-9]*.ipynb')) if d.is_dir() else []
 
-def find_notebook(name):
-    "Resolve a chapter by path, file name, stem ('00_data'), number ('00') or title ('data')."
+def _number(stem):
+    "The chapter number of a stem ('06_acunet' -> 6), or None ('02b_metrics' has none but its id)."
+    head = stem.split('_', 1)[0]
+    return int(head) if head.isdigit() else None
+
+def find_notebook(name, titles=True):
+    "Resolve a chapter by path, file name, stem ('00_data'), number ('00', '0', '02b') or, when `titles`, title ('data')."
     p = Path(name)
     if p.suffix == '.ipynb' and p.exists(): return p.resolve()
     nbs = sorted(notebooks_dir().glob('[0-9]*.ipynb'))
-    for test in (lambda q: q.name == name, lambda q: q.stem == name, lambda q: q.stem.split('_', 1)[0] == name,
-                 lambda q: q.stem.split('_', 1)[-1] == name):
+    tests = [lambda q: q.name == name, lambda q: q.stem == name, lambda q: q.stem.split('_', 1)[0] == name,
+             lambda q: name.isdigit() and _number(q.stem) == int(name)]
+    for test in tests:
         hits = [q for q in nbs if test(q)]
         if len(hits) == 1: return hits[0]
         if hits: raise SystemExit(f"error: {name!r} is ambiguous: {', '.join(q.stem for q in hits)}")
+    titled = [q for q in nbs if q.stem.split('_', 1)[-1] == name]
+    if len(titled) == 1 and titles: return titled[0]
+    if titled:  # `run nvae` once trained a model for minutes on a guess: a run names its chapter exactly
+        raise SystemExit(f"error: {name!r} is the title of {titled[0].stem}; give its id to run it: {titled[0].stem} "
+                         f"(or {titled[0].stem.split('_', 1)[0]})")
     raise SystemExit(f"error: no chapter notebook matches {name!r}; chapters: {', '.join(q.stem for q in nbs)}")
 
 # ---------------------------------------------------------------- parameters
@@ -163,7 +174,7 @@ class Progress:
     def __init__(self, out, n_cells, quiet=False, stream=None, slow=10.):
         self.out, self.n, self.quiet, self.stream, self.slow = Path(out), n_cells, quiet, stream or sys.stderr, slow
         self.cell, self.src, self.t_cell, self.announced, self.logs, self.last = None, '', None, False, {}, None
-        self._stop = threading.Event()
+        self._stop, self._lock = threading.Event(), threading.RLock()  # the watcher thread and the cell callbacks both print
 
     def say(self, msg):
         if not self.quiet: print(msg, file=self.stream, flush=True)
@@ -173,6 +184,8 @@ class Progress:
         self.last = self.executing()
 
     def cell_finished(self, index):
+        try: self.poll()  # the cell's last epochs first, then that it ended
+        except Exception: pass
         if self.announced: self.say(f"[cell {index + 1}/{self.n}] ended after {_clock(time.time() - self.t_cell)}")
         self.cell = None
 
@@ -182,6 +195,9 @@ class Progress:
 
     def poll(self):
         "Announce a slow cell once and print each new epoch of every log.csv under the run folder."
+        with self._lock: self._poll()
+
+    def _poll(self):
         if self.cell is not None and not self.announced and time.time() - self.t_cell > self.slow:
             self.announced = True
             self.say(f"[{self.executing()}] running...")
@@ -191,18 +207,22 @@ class Progress:
         try:
             with open(f, newline='') as fh: rows = list(csv.DictReader(fh))
         except (OSError, csv.Error): return
-        seen, t0 = self.logs.get(f, (0, None))
-        if len(rows) < seen: seen = 0  # a new fit rewrote the log
-        if t0 is None: t0 = self.t_cell or time.time()
+        now = time.time()
+        seen, t0, times = self.logs.get(f, (0, None, []))
+        if len(rows) < seen: seen, t0, times = 0, None, []  # a new fit rewrote the log
+        if t0 is None: t0 = now if not rows else (self.t_cell or now)  # seen before its first epoch: the fit starts about now
+        label = f.parent.relative_to(self.out).as_posix() if f.parent != self.out else 'main model'
         for r in rows[seen:]:
             try: ep, n = int(float(r['epoch'])) + 1, (int(float(r['n_epoch'])) if r.get('n_epoch') else None)
             except (KeyError, ValueError): continue
-            done = ep - int(float(rows[0]['epoch']))  # epochs trained since this fit (or its resume) began
-            per = (time.time() - t0) / max(done, 1)
+            times = times + [now]
+            # seconds per epoch from the epochs seen arriving (the cell may have spent minutes before this fit began)
+            per = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0
+            if per <= 0: per = (now - t0) / max(ep - int(float(rows[0]['epoch'])), 1)  # several epochs in one look: their average
             losses = '  '.join(f"{k} {float(r[k]):.4g}" for k in ('train_loss', 'valid_loss') if r.get(k) not in (None, ''))
-            left = f", ~{_clock(per * (n - ep))} left" if n else ''
-            self.say(f"  {f.parent.relative_to(self.out) if f.parent != self.out else '.'}: epoch {ep}{f'/{n}' if n else ''}  {losses}  ({_clock(per)}/epoch{left})")
-        self.logs[f] = (len(rows), t0)
+            left = f", ~{_clock(per * (n - ep))} left" if n and n > ep else ''
+            self.say(f"  {label}: epoch {ep}{f'/{n}' if n else ''}  {losses}  ({_clock(per)}/epoch{left})")
+        self.logs[f] = (len(rows), t0, times[-8:])
 
     def watch(self, every=1.):
         "Poll in a background thread until `stop()`."
@@ -286,7 +306,7 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
     "Execute a chapter with papermill into `runs/<name>/` with a `record.json`; `resume=NAME` continues a killed run. Returns the folder."
     from . import __version__
     from .data import project_commit
-    nb = find_notebook(notebook)
+    nb = find_notebook(notebook, titles=False)
     params = check_params(nb, dict(params or {}), cwd)
     if resume:
         from .data import check_name
@@ -394,7 +414,7 @@ def cmd_run(args):
         raise SystemExit(143 if isinstance(e, RunKilled) else 130 if isinstance(e, KeyboardInterrupt) else 1) from None
     rec = read_record(out)
     if args.quiet: print(_summary(out, rec))
-    else: print(f"executed notebook: {out / find_notebook(args.notebook).name}\nrun folder (outputs, record.json): {out}")
+    else: print(f"executed notebook: {out / find_notebook(args.notebook, titles=False).name}\nrun folder (outputs, record.json): {out}")
 
 def _last_run_dir(args):
     "The run folder a failed `run` wrote into (the newest record of this chapter started by this process)."
@@ -505,8 +525,9 @@ def cmd_report(args):
     "Thesis tables from run records (cardiac_nvae.report)."
     from .report import report, render, update_readme
     if args.update_readme: print(update_readme()); return
-    tables = report(args.sources or None, args.out)
-    print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {args.sources or 'results/ and runs/'}")
+    try: tables = report(args.sources or None, args.out)
+    except (OSError, ValueError) as e: raise SystemExit(f"error: {e}") from None  # a missing source, a bad record, --out a file
+    print('\n\n'.join(render(k, t) for k, t in tables.items()) or f"no finished run records under {' '.join(args.sources) or 'results/ and runs/'}")
     if args.out: print(f"\nmarkdown, CSV and HTML tables written to {args.out}")
 
 def _positive(text):
@@ -516,11 +537,22 @@ def _positive(text):
     if n < 1: raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return n
 
+def cmd_execute_all(args):
+    "Execute the committed notebooks for publication (cardiac_nvae.execute): phantom, quick mode, cleaned, outputs scanned."
+    from .execute import execute_all, status_lines
+    if args.status: print('\n'.join(status_lines())); return
+    try: problems = execute_all(args.notebooks, force=args.force)
+    except ValueError as e: raise SystemExit(f"error: {e}") from None
+    if problems:
+        raise SystemExit(f"error: {len(problems)} problem(s) in notebook outputs (fix the cells named above, then rerun):\n"
+                         + '\n'.join(problems[:40]))
+    print("done: the notebooks executed on the phantom are cleaned and free of paths, user names, stderr and warnings")
+
 def build_parser():
     chs = chapters()
     ap = argparse.ArgumentParser(prog='cardiac-nvae', formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Cardiac shape analysis with hierarchical VAEs: run the chapters of the compendium.',
-                                 epilog=(f"chapters (for run and params; by stem, number or title): {', '.join(chs)}" if chs
+                                 epilog=(f"chapters (run: by id '04_nvae' or number '04'/'4'; params also by title): {', '.join(chs)}" if chs
                                          else "chapters: none found (`run` needs a clone of the project)")
                                         + "\nexample: cardiac-nvae run 04_nvae -p epochs 20 --name nvae-e20")
     sub = ap.add_subparsers(dest='command', required=True)
@@ -568,6 +600,11 @@ def build_parser():
     w.add_argument('--array-parallelism', type=int, help='slurm: array tasks running at once')
     w.add_argument('--sbatch', action='append', metavar='KEY=VALUE', help='extra sbatch option, e.g. --sbatch qos=high (repeatable)')
     w.set_defaults(func=cmd_sweep)
+    x = sub.add_parser('execute-all', help='execute notebooks in place for publication: embedded phantom, quick mode, then nbdev_clean and an outputs scan')
+    x.add_argument('notebooks', nargs='*', metavar='NB', help='notebooks (e.g. 00_data index; default: all of nbs/)')
+    x.add_argument('--force', action='store_true', help='execute again those done since their sources last changed')
+    x.add_argument('--status', action='store_true', help='only show what is done, unclean, failed or not run (.cache/execute-all.json)')
+    x.set_defaults(func=cmd_execute_all)
     rp = sub.add_parser('report', help='thesis tables (mean ± SE, Welch p) from run records of a sweep or runs folder')
     rp.add_argument('sources', nargs='*', help='folders with run records (default: results/ and runs/)')
     rp.add_argument('--out', help='write each table as markdown, CSV and HTML into this folder')

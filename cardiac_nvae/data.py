@@ -22,7 +22,7 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'MAX_V
            'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame', 'read_info_cfg',
            'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
            'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
-           'shared_data_root', 'cache_dir', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
+           'shared_data_root', 'cache_dir', 'show_path', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
            'read_record', 'check_name', 'record_problem', 'update_record', 'new_run_folder', 'remove_stale_tmp',
            'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
            'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders',
@@ -326,10 +326,21 @@ class SliceSet:
         return pd.Series(counts / counts.sum(), index=list(CLASSES))
 
 # %% ../nbs/00_data.ipynb #669f62cc
+def _progress_lines(items, what='frames'):
+    "fastprogress' bar in a notebook or a terminal; a line per tenth otherwise (a bar in a log file is one endless line)."
+    import sys
+    try: in_nb = get_ipython().__class__.__name__ == 'ZMQInteractiveShell'  # noqa: F821 (defined inside IPython only)
+    except NameError: in_nb = False
+    if in_nb or sys.stdout.isatty(): yield from progress_bar(items); return
+    t0, step = time.time(), max(1, len(items) // 10)
+    for i, x in enumerate(items, 1):
+        yield x
+        if i % step == 0 or i == len(items): print(f"preprocessed {i}/{len(items)} {what} ({time.time() - t0:.0f} s)", flush=True)
+
 def preprocess_frames(frames, size=128, margin=4, crop='heart', drop_empty_pairs=None, progress=False):
     "Preprocess `Frame`s into one `SliceSet`; slices whose image and mask are both empty are dropped (M&Ms) and counted."
     imgs, masks, rows, dropped = [], [], [], 0
-    for f in (progress_bar(list(frames)) if progress else frames):
+    for f in (_progress_lines(list(frames)) if progress else frames):
         im, mk = preprocess_frame(f.image, f.labels, size, margin, crop)
         if mk is None: mk = np.zeros(im.shape, np.uint8)
         keep = np.ones(len(im), bool)
@@ -366,6 +377,25 @@ def cache_dir():
     try: d.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"$CARDIAC_NVAE_CACHE={d}: cannot create the cache folder ({e.strerror or e})") from None
     return d
+
+def show_path(path, root=None):
+    "`path` for printing: relative to `root` (`<data>`), the run folder (`<run>`), the data root, the cache, the project, the temporary folder or home."
+    p = Path(path).expanduser()
+    if not p.is_absolute(): return p.as_posix()
+    import cardiac_nvae
+    run = os.environ.get('CARDIAC_NVAE_RUN_DIR')
+    places = [(root, '<data>'), (run, '<run>'), (shared_data_root(), '<data>'), (os.environ.get('CARDIAC_NVAE_CACHE') or
+              Path.home() / '.cache' / 'cardiac_nvae', '<cache>'), (Path(cardiac_nvae.__file__).parents[1], '.'),
+              (tempfile.gettempdir(), '<tmp>'), (Path.home(), '~')]
+    best = None
+    for folder, label in places:  # the deepest folder holding `path` names it (a run folder inside the project: `<run>`)
+        if not folder: continue
+        for base in {Path(folder).expanduser().absolute(), Path(folder).expanduser().resolve()}:
+            for q in {p.absolute(), p.resolve()}:
+                if q == base or base in q.parents:
+                    if best is None or len(base.parts) > best[0]: best = (len(base.parts), label, q.relative_to(base))
+    if best is None: return f'<...>/{p.name}'  # somewhere else on this machine: only its name says something to a reader
+    return best[1] if best[2] == Path('.') else f'{best[1]}/{best[2].as_posix()}'
 
 # %% ../nbs/00_data.ipynb #441ad143
 def _source_files(root):
@@ -574,11 +604,11 @@ def acdc_splits(root, valid_pct=0.1, test_pct=0.2, seed=42, size=128, margin=4, 
     pool = load_slices(acdc / 'training', **kw)
     testing = acdc / 'testing'
     if testing.is_dir() and any(testing.glob('patient*/*_gt.nii.gz')):
-        test, source = load_slices(testing, **kw), f"the official test set ({testing})"
+        test, source = load_slices(testing, **kw), f"the official test set ({show_path(testing, root)})"
     else:
         held = pool.meta.patient.isin(stratified_patients(pool.meta, test_pct, seed)).to_numpy()
         test, pool = pool[held], pool[~held]
-        source = f"held-out training patients ({test_pct:.0%}, by group, seed {seed}; {testing} has no labelled patients)"
+        source = f"held-out training patients ({test_pct:.0%}, by group, seed {seed}; {show_path(testing, root)} has no labelled patients)"
     splits = AcdcSplits(*split_slices(pool, valid_pct, seed, by='slice'), test)
     splits.source = source
     return splits

@@ -1,6 +1,6 @@
 """The documentation site: nbdev's notebook processing, then Quarto where it is installed, else nbconvert's HTML exporter."""
 from __future__ import annotations
-import ast, contextlib, io, os, re, shutil, subprocess, uuid, warnings
+import ast, contextlib, io, json, os, re, shutil, subprocess, uuid, warnings
 from collections import namedtuple
 from pathlib import Path
 
@@ -148,6 +148,8 @@ _TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 <body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
 <nav id="site-nav" aria-label="chapters">
 <a class="site-title" href="{{ resources.site.home }}">{{ resources.site.title | e }}</a>
+<input id="site-search" type="search" placeholder="Search" aria-label="search the site" autocomplete="off">
+<ul id="search-results"></ul>
 <ul>
 {%- for p in resources.site.pages %}
 <li><a class="chapter{% if p.current %} active{% endif %}" href="{{ p.href }}">{{ p.title | e }}</a></li>
@@ -155,6 +157,23 @@ _TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 </ul>
 <p class="site-engine">built with {{ resources.site.engine }}</p>
 </nav>
+<script src="{{ resources.site.root }}search.js"></script>
+<script>
+(function () {
+  var box = document.getElementById('site-search'), list = document.getElementById('search-results');
+  box.addEventListener('input', function () {
+    var q = box.value.trim().toLowerCase(), index = window.CARDIAC_NVAE_SEARCH || [];
+    list.textContent = '';
+    if (q.length < 2) return;
+    var hits = index.filter(function (e) { return (e.t + ' ' + e.x).toLowerCase().indexOf(q) >= 0; }).slice(0, 20);
+    hits.forEach(function (e) {
+      var li = document.createElement('li'), a = document.createElement('a');
+      a.href = '{{ resources.site.root }}' + e.h; a.textContent = e.p + ': ' + e.t; li.appendChild(a); list.appendChild(li);
+    });
+    if (!hits.length) { var li = document.createElement('li'); li.textContent = 'no match'; list.appendChild(li); }
+  });
+})();
+</script>
 <main>
 <header class="page-header"><h1 class="title">{{ resources.site.page_title | e }}</h1>
 {%- if resources.site.description %}<p class="description">{{ resources.site.description | e }}</p>{% endif %}</header>
@@ -170,6 +189,11 @@ body.jp-Notebook { margin: 0; padding: 0; }
 #site-nav li { margin: .25em 0; }
 #site-nav a.chapter { color: #2a6db0; text-decoration: none; display: block; padding: .2em .4em; border-radius: 4px; }
 #site-nav a.chapter.active { background: #2a6db0; color: #fff; }
+#site-search { width: 100%; box-sizing: border-box; margin-bottom: .5em; padding: .3em .4em; }
+#search-results { margin-bottom: 1em !important; font-size: 13px; }
+#page-toc { font-family: system-ui, sans-serif; font-size: 14px; border: 1px solid #ddd; border-radius: 4px; padding: .3em .8em;
+  margin: .5em 0 1.5em 0; background: #fafafa; }
+#page-toc ul { margin: .3em 0; padding-left: 1.2em; } #page-toc li.toc-h3 { margin-left: 1.2em; }
 #site-nav .site-engine { color: #888; font-size: 12px; margin-top: 2em; }
 main { margin-left: 250px; max-width: 1100px; padding: 1em 2em 4em 2em; box-sizing: border-box; }
 .page-header .title { margin-bottom: .2em; font-family: system-ui, sans-serif; }
@@ -262,7 +286,7 @@ def _nbconvert_site(proc, out, order, cfg):
     for rel in order:
         pages.append((rel, *_prepare(nbformat.read(str(proc / rel), as_version=4))))
     site_url = f"{cfg.doc_host}{cfg.doc_baseurl}".rstrip('/') + '/'
-    written = []
+    written, index = [], []
     for rel, fm, nb, maths in pages:
         here = Path(names[rel]).parent
         nav = [dict(href=os.path.relpath(names[r], here.as_posix() or '.'), title=f.get('title', Path(r).stem),
@@ -271,13 +295,46 @@ def _nbconvert_site(proc, out, order, cfg):
         resources = {'metadata': {'name': title, 'path': str((proc / rel).parent)},
                      'site': dict(engine='nbconvert', css=_CSS, pages=nav, title=cfg.title, page_title=title,
                                   description=fm.get('description', ''),
-                                  home=os.path.relpath('index.html', here.as_posix() or '.'))}
+                                  home=os.path.relpath('index.html', here.as_posix() or '.'),
+                                  root=('' if here.as_posix() in ('', '.') else os.path.relpath('.', here.as_posix()) + '/'))}
         body, _ = exporter.from_notebook_node(nb, resources=resources)
         dest = out / names[rel]
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_tokens_to_mathml(_rewrite_links(body, names[rel], names, site_url), maths), encoding='utf-8')
+        page = _with_page_toc(_tokens_to_mathml(_rewrite_links(body, names[rel], names, site_url), maths))
+        dest.write_text(page, encoding='utf-8')
         written.append(dest)
+        index += _search_entries(page, names[rel], title)
+    (out / 'search.js').write_text('window.CARDIAC_NVAE_SEARCH = ' + json.dumps(index, ensure_ascii=False) + ';\n', encoding='utf-8')
     return written
+
+_re_head = re.compile(r'<h([23])\b[^>]*?\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+
+def _text(html_):
+    "Visible text of an HTML fragment (tags, styles and scripts removed)."
+    import html
+    html_ = re.sub(r'<(style|script)\b.*?</\1>', ' ', html_, flags=re.S)
+    return html.unescape(re.sub(r'\s+', ' ', re.sub(r'<[^>]+>', ' ', html_))).replace('¶', '').strip()
+
+def _with_page_toc(page):
+    "The page with an 'On this page' list of its section headings (h2, and h3 unless there are too many) under its title."
+    import html
+    heads = [(int(l), i, _text(t)) for l, i, t in _re_head.findall(page)]
+    if sum(l == 3 for l, *_ in heads) + len(heads) > 60: heads = [h for h in heads if h[0] == 2]  # API pages: sections only
+    if len(heads) < 2: return page
+    items = ''.join(f'<li class="toc-h{l}"><a href="#{i}">{html.escape(t)}</a></li>' for l, i, t in heads)
+    toc = f'<nav id="page-toc" aria-label="on this page"><details open><summary>On this page</summary><ul>{items}</ul></details></nav>'
+    return page.replace('</header>', '</header>\n' + toc, 1)
+
+def _search_entries(page, href, title, limit=1500):
+    "Search index entries of a page: one per h2/h3 section (page title, heading, link, its first `limit` characters of text)."
+    main = page.split('<main>', 1)[-1]
+    cuts = [(m.start(), m.group(2), _text(m.group(3))) for m in _re_head.finditer(main)]
+    starts = [(0, '', title)] + cuts
+    out = []
+    for (a, hid, head), (b, *_) in zip(starts, starts[1:] + [(len(main), None, None)]):
+        text = _text(main[a:b])[:limit]
+        if text: out.append(dict(p=title, t=head, h=href + (f'#{hid}' if hid else ''), x=text))
+    return out
 
 def _quarto_site(proc, out, cfg):
     "Render the processed notebooks with Quarto, as `nbdev_docs` does, into `out`."

@@ -6,6 +6,8 @@
 __all__ = ['VOLUME_KEYS', 'CARRIED', 'dice_per_class', 'score_volumes', 'summarise_runs', 'welch_test', 'plot_breakdown']
 
 # %% ../nbs/02b_metrics.ipynb #5e1c6c0b
+import math, warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -65,7 +67,14 @@ def summarise_runs(scores, metrics=('RV', 'MYO', 'LV', 'all'), by=(), run='seed'
 
 def welch_test(a, b):
     "Welch's t-test (unequal variances, scipy) between two sets of per-run values: t, degrees of freedom and p."
-    res = stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread in either group: scipy warns of precision loss; the answer is known
+        diff = a.mean() - b.mean() if len(a) and len(b) else np.nan
+        return {'t': np.nan if diff == 0 or np.isnan(diff) else math.copysign(math.inf, diff), 'df': np.nan,
+                'p': np.nan if diff == 0 or np.isnan(diff) else 0.0}
+    with warnings.catch_warnings():  # near-identical values (quick runs): the test still holds; the warning would only reach the page
+        warnings.filterwarnings('ignore', 'Precision loss occurred in moment calculation', RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
     return {'t': float(res.statistic), 'df': float(res.df), 'p': float(res.pvalue)}
 
 # %% ../nbs/02b_metrics.ipynb #0fdbc440

@@ -13,11 +13,11 @@ import pandas as pd
 from .metrics import welch_test
 
 # %% auto #0
-__all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', 'TABLES', 'PROVENANCE', 'README_MARKERS',
-           'model_name', 'canonical', 'record_rows', 'project_root', 'default_sources', 'collect', 'publish',
-           'prefer_thesis', 'summarise', 'welch', 'not_beta_sweep', 'table_rows', 'thesis_table', 'format_table',
-           'to_markdown', 'sweep_table', 'report', 'render', 'what_reproduces', 'readme_table', 'update_readme_table',
-           'update_readme']
+__all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', 'IDENTITY_SKIP', 'TABLES', 'PROVENANCE',
+           'README_MARKERS', 'model_name', 'canonical', 'record_rows', 'project_root', 'default_sources', 'collect',
+           'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch', 'not_beta_sweep', 'table_rows',
+           'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table', 'compact_sweep', 'runs_table',
+           'report', 'render', 'what_reproduces', 'readme_table', 'update_readme_table', 'update_readme']
 
 # %% ../nbs/09_results.ipynb #9cb4c445
 CANONICAL = {  # column: the names chapters use for it
@@ -65,6 +65,7 @@ def record_rows(rec, run=''):
                 epochs=_first({**rec, **params}, 'epochs', 'n_epochs'),
                 n_train=_first({**params, **metrics, **rec}, 'n_train', 'train', 'train_slices', 'train_size'),
                 device=_first({**rec, **params}, 'device'), commit=(rec.get('git_commit') or '')[:7] or None,
+                data=rec.get('data_fingerprint'),
                 scale=sw.get('scale') or rec.get('scale') or params.get('scale') or 'quick',
                 sweep=sw.get('name'), stage=sw.get('stage'), varying=','.join(sw.get('varying') or {}) or None,
                 model=model_name(_first(params, 'model', 'kind') or (_nvae_label(params) if params.get('config') else chapter)))
@@ -103,7 +104,8 @@ def collect(sources=None, done_only=True):
     for src in ([sources] if isinstance(sources, (str, Path)) else sources or default_sources()):
         src = Path(src)
         if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
-        files = [src] if src.is_file() else sorted(src.rglob('record.json'))
+        if src.is_file() and src.name != 'record.json': raise ValueError(f"{src}: not a record.json nor a folder of runs")
+        files = [src] if src.is_file() else sorted(src.rglob('record.json'))  # a run folder holds its own record.json
         recs = {}
         for f in files:
             try: recs[f.parent] = json.loads(f.read_text())
@@ -153,18 +155,37 @@ def prefer_thesis(df, by):
     has = df.groupby(by, dropna=False)['scale'].transform(lambda s: (s == 'thesis').any())
     return df[~has | (df['scale'] == 'thesis')]
 
+IDENTITY_SKIP = ('out_dir', 'run_dir', 'sweep_dir', 'torch_threads', 'workers', 'num_workers')  # where and how fast, not what
+
+def distinct_runs(g):
+    "`g` with identical reruns (same chapter, model, entry, seed, parameters, commit and data) counted once: (rows, reruns left out)."
+    if g.empty: return g, 0
+    cols = [c for c in g.columns if c in ('chapter', 'model', 'entry', 'seed', 'commit', 'data', 'active layers', 'tau', 'centre')
+            or (c.startswith('p.') and c[2:] not in IDENTITY_SKIP)]
+    key = pd.Series([repr(tuple('-' if pd.isna(v) else v for v in r)) for r in g[cols].itertuples(index=False)], index=g.index)
+    first = ~key.duplicated()
+    return g[first], int((~first).sum())
+
+def _stats(values):
+    "(mean, SE, n, number of infinite values) of the finite numbers among `values`."
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors='coerce').astype(float)
+    fin, n_inf = v[np.isfinite(v)], int(np.isinf(v).sum())
+    mean = float(fin.mean()) if len(fin) else np.nan
+    se = float(fin.std(ddof=1) / np.sqrt(len(fin))) if len(fin) > 1 else np.nan
+    return mean, se, len(fin), n_inf
+
 def summarise(df, by, metrics=None):
-    "Mean, SE and runs of each metric per group of `by`, with seeds, epochs, n_train, device, commit and scale."
+    "Mean, SE and n of each metric per group of `by` over distinct runs (identical reruns once), with seeds, epochs, n_train, device, commit, scale."
     by = [by] if isinstance(by, str) else list(by)
     metrics = [m for m in (metrics or METRICS) if m in df.columns]
     out = []
     for key, g in df.groupby(by, sort=False, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        g, reruns = distinct_runs(g)
         for m in metrics:
-            v = pd.to_numeric(g[m], errors='coerce').dropna()
-            row[m] = v.mean() if len(v) else np.nan
-            row[f'{m} SE'] = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
-        row.update(runs=len(g), seeds=_values(g['seed']), epochs=_values(g['epochs']), n_train=_values(g['n_train']),
+            row[m], row[f'{m} SE'], row[f'{m} n'], inf = _stats(g[m])
+            if inf: row[f'{m} inf'] = inf  # left out of the mean, and said so where it is printed
+        row.update(runs=len(g), reruns=reruns, seeds=_values(g['seed']), epochs=_values(g['epochs']), n_train=_values(g['n_train']),
                    device=_values(g['device']), commit=_values(g['commit']), scale=_values(g['scale']))
         out.append(row)
     return pd.DataFrame(out)
@@ -233,7 +254,7 @@ def thesis_table(df, key, metrics=None):
         r = dict(ours.get(k) or dict(zip(by, k if isinstance(k, tuple) else (k,)), runs=0))
         for m, v in (spec['thesis'].get(k) or {}).items(): r[f'{m} thesis'] = v
         if spec.get('welch') and len(d) and r.get('model') == spec['welch'][1]:  # p of this model against the other, same centre
-            same = d.loc[np.logical_and.reduce([d[b] == r[b] for b in by if b != 'model'] or [np.ones(len(d), bool)])]
+            same = distinct_runs(d.loc[np.logical_and.reduce([d[b] == r[b] for b in by if b != 'model'] or [np.ones(len(d), bool)])])[0]
             for m in ('DSC all', '% AV'):
                 w = welch(same, 'model', *spec['welch'], m) if m in same else None
                 r[f'p {m}'] = w['p'] if w else np.nan
@@ -257,14 +278,29 @@ def format_table(t, by, metrics=None):
         for _, r in t.iterrows():
             ours = _num(r.get(m), digits)
             if ours != '-' and not pd.isna(r.get(f'{m} SE', np.nan)): ours += f" ± {_num(r[f'{m} SE'], digits)}"
+            ours += _n_note(r, m)
             th = r.get(f'{m} thesis')
             cells.append(ours + (f" [{_num(th, digits)}]" if th is not None and not pd.isna(th) else ''))
         out[m] = cells
     for c in ('p DSC all', 'p % AV'):
         if c in t: out[c] = [_num(v, 3) for v in t[c]]
     for c in PROVENANCE:
-        if c in t: out[c] = t[c].fillna('-') if c != 'runs' else t[c].fillna(0).astype(int)
+        if c in t: out[c] = t[c].fillna('-') if c != 'runs' else [runs_text(r) for _, r in t.iterrows()]
     return out
+
+def _count(v):
+    return 0 if v is None or pd.isna(v) else int(v)
+
+def _n_note(r, m):
+    "' (n=1)' when a mean stands on fewer runs than the row's, with the infinite values left out of it."
+    n, runs, inf = _count(r.get(f'{m} n')), _count(r.get('runs')), _count(r.get(f'{m} inf'))
+    notes = ([f'n={n}'] if runs and 0 < n != runs else []) + ([f'{inf} inf left out'] if inf else [])
+    return f" ({', '.join(notes)})" if notes else ''
+
+def runs_text(r):
+    "The runs a row stands on: '2', or '1 (+2 identical reruns)' when reruns of the same seed, parameters and commit were counted once."
+    k = _count(r.get('reruns'))
+    return f"{_count(r.get('runs'))}" + (f" (+{k} identical rerun{'s' if k > 1 else ''})" if k else '')
 
 def to_markdown(df):
     "A DataFrame as a GitHub markdown table (no extra dependency)."
@@ -293,8 +329,46 @@ def sweep_table(df):
     first = ['sweep', 'stage', 'model'] + [c for c in t.columns if c.startswith('p.')]
     return t[first + [c for c in t.columns if c not in first]]
 
+def compact_sweep(t):
+    "The sweep table for a terminal: stage, model, the parameters that vary, headline metrics (mean ± SE), runs and seeds."
+    params = [c for c in t.columns if c.startswith('p.')]
+    heads = [m for m in METRICS if m in t and t[m].notna().any()]
+    own = [c for c in t.columns if c.startswith('m.') and not c.endswith((' SE', ' n', ' inf')) and t[c].notna().any()]
+    if not heads: heads, own = own[:4], []  # a sweep of a chapter without the thesis' metrics: its own first few
+    out = t[[c for c in ('sweep', 'stage', 'model') if c in t] + params].copy()
+    for c in params: out[c] = out[c].map(lambda v: '-' if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+    out = out.rename(columns={c: c[2:] for c in params})
+    for m in heads:
+        digits = 3 if m.startswith('DSC') or m not in METRICS else 1
+        out[m.removeprefix('m.')] = [_num(r[m], digits) + (f" ± {_num(r[f'{m} SE'], digits)}" if not pd.isna(r.get(f'{m} SE', np.nan)) else '')
+                                     + _n_note(r, m) for _, r in t.iterrows()]
+    if own:  # a stage without the headline metrics (the SimCLR encoder of FRDS): its own first few
+        out['other metrics'] = [', '.join(f"{c[2:]} {r[c]:.3g}" for c in own if not pd.isna(r[c]))[:60] or '-'
+                                if not heads or all(pd.isna(r[m]) for m in heads) else '-' for _, r in t.iterrows()]
+        if (out['other metrics'] == '-').all(): out = out.drop(columns='other metrics')
+    out['runs'] = [runs_text(r) for _, r in t.iterrows()]
+    out['seeds'] = t['seeds']
+    return out
+
+def runs_table(df):
+    "One line per run (for sources that feed no thesis table): run, chapter, model, seed, epochs, training size and its metrics."
+    d = df[df['entry'].isna()] if 'entry' in df else df
+    ms = [m for m in METRICS if m in d and d[m].notna().any()]
+    ms = ms or [c for c in d.columns if c.startswith('m.') and pd.to_numeric(d[c], errors='coerce').notna().any()][:6]
+    out = d[['run', 'chapter', 'model', 'seed', 'epochs', 'n_train', 'commit'] + ms].copy()
+    out['run'] = [Path(r).name for r in out['run']]
+    return out.rename(columns={c: c.removeprefix('m.') for c in ms}).reset_index(drop=True)
+
+def _out_folder(out_dir):
+    "`out_dir` as a folder to write tables into; an error in one line when it is a file."
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"{out}: --out is a file; give a folder for the tables")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
 def report(sources=None, out_dir=None):
     "The thesis tables (and a sweep's own table) from the records below `sources`: {name: DataFrame}; writes md/csv/html to out_dir."
+    out = _out_folder(out_dir) if out_dir else None  # before any work: a wrong --out fails at once
     df = collect(sources)
     tables = {}
     for key, spec in TABLES.items():
@@ -303,8 +377,8 @@ def report(sources=None, out_dir=None):
         tables[f'table {key}'] = t
     sw = sweep_table(df)
     if len(sw): tables['sweep'] = sw
-    if out_dir:
-        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    if not tables and len(df): tables['runs'] = runs_table(df)  # a run (or runs) of a chapter no table is built from
+    if out:
         for name, t in tables.items():
             stem = name.replace(' ', '_').replace('.', '_')
             t.to_csv(out / f'{stem}.csv', index=False)
@@ -314,13 +388,17 @@ def report(sources=None, out_dir=None):
 
 def render(name, t):
     "A table of `report` as markdown with its title and, where the table compares two models, Welch's p."
-    if name == 'sweep': return '### Sweep\n\n' + to_markdown(t.round(4).fillna('-'))
+    if name == 'sweep':
+        return ('### Sweep\n\nthe parameters that vary and the headline metrics, mean ± SE over distinct runs (all columns: '
+                '`report --out DIR` writes sweep.csv)\n\n' + to_markdown(compact_sweep(t)))
+    if name == 'runs': return '### Runs\n\nno thesis table is built from these runs; their records:\n\n' + to_markdown(t.round(4).fillna('-'))
     key = name.split()[-1]; spec = TABLES[key]
     text = f"### Table {key}: {spec['title']}\n\nours mean ± SE over runs [thesis]\n\n" + to_markdown(format_table(t, spec['by']))
     return text
 
 # %% ../nbs/09_results.ipynb #d7c54d53
 def _claim_row(claim, thesis, ours, rows):
+    if rows is not None and len(rows): rows = distinct_runs(rows)[0]  # identical reruns are one run here too
     how = '-' if rows is None or not len(rows) else (
         f"{len(rows)} run(s) of {_values(rows['chapter'])}, {_values(rows['scale'])} scale, epochs {_values(rows['epochs'])}, "
         f"train {_values(rows['n_train'])}, commit {_values(rows['commit'])}")

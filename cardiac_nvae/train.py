@@ -547,7 +547,23 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
                        nan_check_every=nan_check_every)  # for the run's record
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
+    elif not _interactive():  # stdout is a log file: fastai's bar would be one endless line of carriage returns
+        from functools import partial
+        learn.remove_cb(ProgressCallback); learn.logger = partial(_epoch_line, learn)
     return learn
+
+def _interactive():
+    "True in a notebook or when stdout is a terminal (where fastai's progress bar redraws itself)."
+    import sys
+    try: return get_ipython().__class__.__name__ == 'ZMQInteractiveShell' or sys.stdout.isatty()  # noqa: F821
+    except NameError: return sys.stdout.isatty()
+
+def _epoch_line(learn, log):
+    "One printed line per epoch: 'epoch 2/10  train_loss 0.41  valid_loss 0.52  time 00:14'."
+    vals = dict(zip(learn.recorder.metric_names, log))
+    ep = vals.pop('epoch', None)
+    head = f"epoch {ep + 1}/{learn.n_epoch}" if isinstance(ep, int) else ''
+    print('  '.join([head] + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in vals.items()]).strip(), flush=True)
 
 # %% ../nbs/03_train.ipynb #1f2a3757
 def device_name(device=None):
@@ -585,9 +601,21 @@ def project_root():
     return next((d for d in [Path.cwd(), *Path.cwd().parents] if (d / 'settings.ini').exists() and (d / 'nbs').is_dir()), None)
 
 def runs_root():
-    "Where runs live: the runs folder `cardiac-nvae run` was given (`$CARDIAC_NVAE_RUNS_DIR`), else `runs/` of the checkout or working directory."
+    "Where runs live: the runs folder `cardiac-nvae run` was given (`$CARDIAC_NVAE_RUNS_DIR`), else `runs/` of the checkout or working directory; under `nbdev_test` (IN_TEST) a temporary folder."
     if os.environ.get(RUNS_DIR_ENV): return Path(os.environ[RUNS_DIR_ENV])
+    if os.environ.get('IN_TEST'): return _test_runs_root()  # notebook tests must leave no runs behind for `runs` and `report`
     return (project_root() or Path.cwd()) / 'runs'
+
+_TEST_RUNS = {}
+
+def _test_runs_root():
+    "One temporary runs folder per test process, removed when the process exits."
+    if os.getpid() not in _TEST_RUNS:
+        import atexit, shutil
+        d = Path(tempfile.mkdtemp(prefix='cardiac-nvae-test-runs-'))
+        atexit.register(shutil.rmtree, d, True)
+        _TEST_RUNS[os.getpid()] = d
+    return _TEST_RUNS[os.getpid()]
 
 def run_dir(chapter):
     "This chapter's run folder: the one `cardiac-nvae run` made (`$CARDIAC_NVAE_RUN_DIR`), else a new `runs/<chapter>-<time>/`."

@@ -217,3 +217,53 @@ def test_every_page_works_in_headless_chromium(site):
     n_img = sum(len(i['images']) for i in seen.values())
     n_links = sum(len(i['links']) for i in seen.values())
     print(f"{len(seen)} pages, {n_img} images, {n_links} links; screenshots in {d / '_screenshots'}")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Links of the README (read on GitHub) and of the index page (the site's home) resolve
+
+SITE_URL = 'https://cardiac-nvae.github.io/cardiac-nvae/'
+
+def markdown_links(text):
+    "Targets of the markdown links `[text](target)` and html `href`s in `text`, code spans left out."
+    import re
+    text = re.sub(r'```.*?```|`[^`\n]*`', '', text, flags=re.S)
+    return re.findall(r'\]\(([^)\s]+)\)', text) + re.findall(r'href="([^"]+)"', text)
+
+def index_markdown():
+    import nbformat
+    return '\n'.join(c.source for c in nbformat.read(str(NBS / 'index.ipynb'), as_version=4).cells if c.cell_type == 'markdown')
+
+def test_readme_and_index_links_name_real_pages_and_files():
+    "README: site links name a page the build writes, other relative links a file of the repo; index: links name notebooks."
+    pages = {page_name(n) for n in sidebar_notebooks(NBS)}
+    bad = []
+    for where, text, base in (('README.md', (ROOT / 'README.md').read_text(), ROOT), ('index.ipynb', index_markdown(), NBS)):
+        links = markdown_links(text)
+        assert links, f'{where}: no links found'
+        for url in links:
+            path = url.split('#')[0]
+            if url.startswith(SITE_URL): ok = path[len(SITE_URL):] in pages | {''}
+            elif '://' in url or url.startswith(('mailto:', '#')): continue  # external: not checked offline
+            else: ok = (base / path).exists()
+            if not ok: bad.append(f'{where}: {url}')
+    assert not bad, 'links to pages or files that do not exist:\n' + '\n'.join(bad)
+
+def test_readme_and_index_links_resolve_on_the_built_site(site):
+    "On a fresh build: each README site link is a page of it, each relative link of the index page a file of it."
+    import re
+    _, d, _ = site
+    readme = [u.split('#')[0][len(SITE_URL):] or 'index.html' for u in markdown_links((ROOT / 'README.md').read_text())
+              if u.startswith(SITE_URL)]
+    assert len(readme) >= 12 and all((d / p).is_file() for p in readme), [p for p in readme if not (d / p).is_file()]
+    html = (d / 'index.html').read_text()
+    rel = [u.split('#')[0] for u in re.findall(r'<a\b[^>]*?\bhref="([^"#][^"]*)"', html) if '://' not in u and not u.startswith('mailto:')]
+    assert len(rel) >= 12 and not [u for u in rel if not (d / u).exists()], [u for u in rel if not (d / u).exists()]
+
+def test_site_has_search_and_an_on_page_toc(site):
+    engine, d, _ = site
+    if engine == 'quarto': return  # Quarto's own search and toc (nbs/_quarto.yml)
+    import json
+    index = json.loads((d / 'search.js').read_text().split('=', 1)[1].rstrip().rstrip(';'))
+    assert {e['h'].split('#')[0] for e in index} >= {'index.html', 'data.html', 'results.html'}
+    assert any(e['h'].startswith('data.html#') and e['x'] for e in index)
+    assert 'id="site-search"' in (d / 'index.html').read_text() and 'id="page-toc"' in (d / 'data.html').read_text()

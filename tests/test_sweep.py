@@ -144,7 +144,7 @@ def test_report_means_and_standard_errors_match_a_hand_computation(toy, tmp_path
     status = cli('sweep', str(tmp_path / 'rep.yaml'), '--status', '--runs-dir', str(tmp_path))
     assert status.splitlines()[1].split()[:4] == ['stage', 'chapter', 'points', 'done'] and ' 6 ' in status.splitlines()[2], status
     out = cli('report', str(sd))
-    assert '### Sweep' in out and '| 12.0 |' in out and '| 22.0 |' in out, out  # means of 10, 11, 15 and 20, 21, 25
+    assert '### Sweep' in out and '| 12.000 ± 1.528 |' in out and '| 22.000 ± 1.528 |' in out, out  # 10, 11, 15 and 20, 21, 25
 
 def test_readme_and_index_what_reproduces_tables_are_built_from_results():
     "The 'what reproduces' tables of README.md and index.ipynb are exactly what report makes of results/ (never typed)."
