@@ -20,7 +20,7 @@ from fastai.callback.core import Callback  # after cardiac_nvae.train, which imp
 from .baselines import MaskVAE
 
 # %% auto #0
-__all__ = ['UNET_WIDTHS', 'REDUCTIONS', 'THESIS_TABLE_6_4', 'THESIS_SE_6_4', 'THESIS_P_AV', 'DICE_COLS', 'AV_COLS',
+__all__ = ['UNET_WIDTHS', 'REDUCTIONS', 'THESIS_TABLE_6_4', 'THESIS_SE_6_4', 'THESIS_P_AV', 'DICE_COLS', 'AV_COLS', 'VOLUME_KEYS',
            'THESIS_OMEGA', 'THESIS_ALPHA_SWEEP', 'double_conv', 'UNet', 'n_params', 'ce_loss', 'freeze',
            'without_output_layers', 'shape_codes', 'n_groups', 'shape_loss', 'SegmentationTerms', 'train_losses',
            'calibrate_omega', 'flip_pair', 'RandomFlip', 'WidthsError', 'checkpoint_widths', 'load_unet',
@@ -239,18 +239,23 @@ def evaluate_segmenter(model, test, bs=64):
     return dict(pred=pred, volumes=score_volumes(pred, test.masks, test.meta), slices=slice_scores(pred, test.masks, test.meta))
 
 # %% ../nbs/06_acunet.ipynb #734ed057
-THESIS_TABLE_6_4 = pd.DataFrame({  # thesis table 6.4: mean (and SE over 5 seeds) on ACDC's test set
+THESIS_TABLE_6_4 = pd.DataFrame({  # thesis table 6.4: mean (and SE over 5 seeds) on ACDC's test set; its % AV is per volume
     'all': [np.nan, 0.915, 0.915], 'RV': [0.908, 0.909, 0.907], 'MYO': [0.897, 0.894, 0.893], 'LV': [0.937, 0.943, 0.944],
     'AV': [np.nan, 84.3, 89.6]}, index=['Baumgartner et al.', 'U-Net', 'ACU-Net'])
 THESIS_SE_6_4 = pd.DataFrame({'all': [np.nan, .001, .001], 'RV': [np.nan, .002, .001], 'MYO': [np.nan, .001, .001],
                               'LV': [np.nan, .001, .001], 'AV': [np.nan, 1.37, 0.65]}, index=THESIS_TABLE_6_4.index)
 THESIS_P_AV = 0.014  # thesis: p < 0.014 for % AV, U-Net vs ACU-Net
-DICE_COLS, AV_COLS = ('all', 'RV', 'MYO', 'LV'), ('AV', 'AV_vital')
+DICE_COLS, AV_COLS = ('all', 'RV', 'MYO', 'LV'), ('AV', 'AV_volume', 'AV_vital')
+VOLUME_KEYS = ('dataset', 'patient', 'phase')  # the columns naming a test volume
 
 def per_seed(volumes, slices, model='model', run='seed'):
-    "Each model's and seed's mean Dice over test volumes and % AV over test slices: one row per (model, seed)."
+    "Per (model, seed): mean Dice over volumes, % AV pooled over slices ('AV', 'AV_vital') and mean of per-volume % AV ('AV_volume')."
     d = volumes.groupby([model, run], sort=False)[list(DICE_COLS)].mean()
-    return d.join(slices.groupby([model, run], sort=False)[list(AV_COLS)].mean()).reset_index()
+    pooled = slices.groupby([model, run], sort=False)[['AV', 'AV_vital']].mean()
+    keys = [k for k in VOLUME_KEYS if k in slices.columns]
+    if keys: per_volume = slices.groupby([model, run, *keys], sort=False)['AV'].mean().groupby(level=[0, 1], sort=False).mean()
+    else: per_volume = pd.Series(np.nan, index=pooled.index)  # slices not tied to volumes: no per-volume fraction
+    return d.join(pooled).join(per_volume.rename('AV_volume'))[list(DICE_COLS + AV_COLS)].reset_index()
 
 def results_table(volumes, slices, baseline='U-Net', model='model', run='seed'):
     "Table 6.4 from scores: mean, SE over seeds and Welch p against `baseline` for Dice and % AV, one row per model."
@@ -278,11 +283,13 @@ def format_table(results, thesis=None, thesis_se=None, digits=3):
     rows = {}
     for name, r in results.iterrows():
         rows[(name, 'ours')] = {**{c: cell(r[c], r[f'{c}_se'], digits) for c in DICE_COLS}, '% AV': cell(r['AV'], r['AV_se'], 1),
+                                '% AV per volume': cell(r['AV_volume'], r['AV_volume_se'], 1),
                                 '% AV (vital)': cell(r['AV_vital'], r['AV_vital_se'], 1),
                                 'p DSC': cell(r['p_all'], np.nan, 3), 'p % AV': cell(r['p_AV'], np.nan, 3), 'seeds': int(r['seeds'])}
     for name, r in thesis.iterrows():
         rows[(name, 'thesis')] = {**{c: cell(r[c], thesis_se.loc[name, c], digits) for c in DICE_COLS},
-                                  '% AV': cell(r['AV'], thesis_se.loc[name, 'AV'], 1), '% AV (vital)': '',
+                                  '% AV': '', '% AV per volume': cell(r['AV'], thesis_se.loc[name, 'AV'], 1),
+                                  '% AV (vital)': '',
                                   'p DSC': '', 'p % AV': (f"< {THESIS_P_AV}" if name == 'ACU-Net' else ''),
                                   'seeds': 5 if name != 'Baumgartner et al.' else ''}
     return pd.DataFrame(rows).T.rename(columns={'all': 'DSC all'})
@@ -329,9 +336,9 @@ def nvae_from_run(run, size=None, expect=None):
         raise ShapeEncoderError(f"nvae_run {str(run)!r} encodes {model.config.size}x{model.config.size} masks, this run has size={size}")
     return freeze(model), rec
 
-def vae_from_run(run, size=None, kind='beta-VAE'):
-    "The frozen single-layer VAE of `03_baselines` run `run` and its record; errors name the run."
-    try: model, rec = load_baseline_run(run, kind)
+def vae_from_run(run, size=None, kind='beta-VAE', expect=None):
+    "The frozen single-layer VAE of `03_baselines` run `run` (record checked against `expect`) and its record; errors name the run."
+    try: model, rec = load_baseline_run(run, kind, expect=expect)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ShapeEncoderError(f"vae_run {str(run)!r} cannot be used: {e}") from e
     side = model.decoder.side * 2 ** len(model.decoder.blocks)
@@ -347,7 +354,7 @@ def _load_record(f):
     except (OSError, ValueError): return None
 
 def alpha_sweep_table(runs_dir):
-    "ACU-Net per alpha from every 06_acunet record under `runs_dir` (its shape-only run as alpha 0), marked quick or thesis-scale."
+    "ACU-Net per alpha from every 06_acunet record under `runs_dir` (its shape-only run as alpha 0), marked quick or thesis (scale)."
     rows = []
     for f in sorted(Path(runs_dir).glob('**/record.json')):
         rec = _load_record(f)
@@ -359,6 +366,6 @@ def alpha_sweep_table(runs_dir):
         for a, r in found:
             if r: rows.append(dict(run=f.parent.name, scale=rec.get('scale') or p.get('scale'), alpha=a, omega=m.get('omega'),
                                    seeds=r.get('seeds'), DSC=r.get('all'), DSC_se=r.get('all_se'), AV=r.get('AV'), AV_se=r.get('AV_se'),
-                                   AV_vital=r.get('AV_vital'), unet_AV=unet.get('AV')))
-    cols = ['run', 'scale', 'alpha', 'omega', 'seeds', 'DSC', 'DSC_se', 'AV', 'AV_se', 'AV_vital', 'unet_AV']
+                                   AV_volume=r.get('AV_volume'), AV_vital=r.get('AV_vital'), unet_AV=unet.get('AV')))
+    cols = ['run', 'scale', 'alpha', 'omega', 'seeds', 'DSC', 'DSC_se', 'AV', 'AV_se', 'AV_volume', 'AV_vital', 'unet_AV']
     return pd.DataFrame(rows, columns=cols).sort_values(['scale', 'alpha', 'run'], ignore_index=True)

@@ -272,22 +272,22 @@ def pretrain_inline(train, valid, out, seeds, widths, epochs, acunet_epochs, nva
     return pre
 
 # %% ../nbs/07_adaptation.ipynb #0a00f101
-def _run_nvae(folder, rec, size):
-    "The frozen NVAE an 06_acunet run used: its `nvae_run`, else the quick NVAE it trained into `nvae/`."
+def _run_nvae(folder, rec, size, split=None):
+    "The frozen NVAE an 06_acunet run used: its `nvae_run` (on `split` when given), else the quick NVAE it trained into `nvae/`."
     from cardiac_nvae.nvae import NVAE, nvae_config
     p = rec.get('params', {})
-    if p.get('nvae_run'): return nvae_from_run(p['nvae_run'], size=size)[0]
+    if p.get('nvae_run'): return nvae_from_run(p['nvae_run'], size=size, expect={'split': split} if split else None)[0]
     model = NVAE(nvae_config('default-n', size=size))
     load_run_weights(model, folder, 'nvae/best.pth')
     return freeze(model)
 
-def load_pretrained(unet_run, acunet_run, seeds, size):
-    "ACDC models of 06_acunet runs per (model, seed): records checked (chapter, size, models, seeds) before any weights."
+def load_pretrained(unet_run, acunet_run, seeds, size, split=None):
+    "ACDC models of 06_acunet runs per (model, seed): records checked (chapter, size, split, models, seeds) before any weights."
     out = {}
     for name, run in (('U-Net', unet_run), ('ACU-Net', acunet_run)):
         if run is None: continue
         folder = find_run(run)
-        rec = check_run(folder, expect={'size': size})
+        rec = check_run(folder, expect={'size': size, **({'split': split} if split else {})})
         chapter, p, m = rec.get('chapter') or rec.get('params', {}).get('chapter'), rec.get('params', {}), rec.get('metrics', {})
         kind = ACUNET_FOLDERS[name]
         if chapter != '06_acunet': raise RunMismatchError(f"run {folder} is a {chapter or 'unknown chapter'} run; {name} needs a 06_acunet run")
@@ -295,7 +295,7 @@ def load_pretrained(unet_run, acunet_run, seeds, size):
         missing = [s for s in seeds if s not in p.get('seeds', [])]
         if missing: raise RunMismatchError(f"run {folder} trained seeds {p.get('seeds')}; this run needs seeds {list(seeds)}")
         if name == 'ACU-Net' and m.get('omega') is None: raise RunMismatchError(f"run {folder} records no omega for its ACU-Net")
-        enc = _run_nvae(folder, rec, size) if name == 'ACU-Net' else None
+        enc = _run_nvae(folder, rec, size, split) if name == 'ACU-Net' else None
         for s in seeds:
             ck = folder / f"{kind}-seed{s}" / 'best.pth'
             if not ck.exists(): raise RunError(f"{ck}: run {run} has no {name} weights for seed {s}")

@@ -18,16 +18,17 @@ from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'MAX_VOXELS', 'META_COLUMNS', 'ACDC_INFO_KEYS',
-           'MNMS_PARTITIONS', 'SAFE_NAME', 'MAX_NAME', 'RECORD_FIELDS', 'STALE_TMP_SECONDS', 'SPEED_ENV',
+           'MNMS_PARTITIONS', 'SAFE_NAME', 'MAX_NAME', 'RECORD_FIELDS', 'STALE_TMP_SECONDS', 'SPLIT_SEED', 'SPEED_ENV',
            'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame', 'read_info_cfg',
            'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
            'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
            'shared_data_root', 'cache_dir', 'show_path', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
            'read_record', 'check_name', 'record_problem', 'update_record', 'new_run_folder', 'remove_stale_tmp',
            'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
-           'stratified_patients', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders',
-           'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips',
-           'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
+           'stratified_patients', 'split_identity', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai',
+           'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader',
+           'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
+           'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -580,9 +581,11 @@ def seeded_subset(ss, n, rng):
     return ss if not n or len(ss) <= n else ss[np.sort(rng.choice(len(ss), n, replace=False))]
 
 # %% ../nbs/00_data.ipynb #ee528486
+SPLIT_SEED = 42  # the compendium's one split: training seeds never change which patients are test, train or valid
+
 class AcdcSplits(namedtuple('AcdcSplits', 'train valid test')):
-    "The protocol's `(train, valid, test)` SliceSets; `source` says where the test part came from."
-    source = ''
+    "The protocol's `(train, valid, test)` SliceSets; `source` says where the test part came from, `split` is its identity."
+    source, split = '', ''
     def describe(self):
         "One line: the size of each part and the origin of the test part."
         part = lambda s: f"{len(s):,} slices of {s.meta.patient.nunique()} patients"
@@ -597,20 +600,27 @@ def stratified_patients(meta, pct, seed=42, by='group'):
     order = [s[i] for i in range(max(map(len, strata), default=0)) for s in strata if i < len(s)]
     return set(order[:max(1, int(round(len(order) * pct)))])
 
-def acdc_splits(root, valid_pct=0.1, test_pct=0.2, seed=42, size=128, margin=4, crop='heart', progress=False):
+def split_identity(test_patients, source):
+    "A split's identity for records: `source` ('official' or 'held-out') and a short hash of the sorted test patient IDs."
+    ids = sorted({str(p) for p in test_patients})
+    if not ids: raise ValueError("split_identity: no test patients")
+    return f"{source}:{hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:12]}"
+
+def acdc_splits(root, valid_pct=0.1, test_pct=0.2, seed=SPLIT_SEED, size=128, margin=4, crop='heart', progress=False):
     "The evaluation protocol: `AcdcSplits(train, valid, test)` of the ACDC data under data root `root`."
     acdc = Path(root) / 'acdc'
     kw = dict(size=size, margin=margin, crop=crop, progress=progress)
     pool = load_slices(acdc / 'training', **kw)
     testing = acdc / 'testing'
     if testing.is_dir() and any(testing.glob('patient*/*_gt.nii.gz')):
-        test, source = load_slices(testing, **kw), f"the official test set ({show_path(testing, root)})"
+        test, source, kind = load_slices(testing, **kw), f"the official test set ({show_path(testing, root)})", 'official'
     else:
         held = pool.meta.patient.isin(stratified_patients(pool.meta, test_pct, seed)).to_numpy()
         test, pool = pool[held], pool[~held]
         source = f"held-out training patients ({test_pct:.0%}, by group, seed {seed}; {show_path(testing, root)} has no labelled patients)"
+        kind = 'held-out'
     splits = AcdcSplits(*split_slices(pool, valid_pct, seed, by='slice'), test)
-    splits.source = source
+    splits.source, splits.split = source, split_identity(test.meta.patient, kind)
     return splits
 
 # %% ../nbs/00_data.ipynb #ec07260f

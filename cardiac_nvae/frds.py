@@ -348,10 +348,10 @@ def load_simclr_run(run, expect=None, device=None):
     return enc, rec
 
 
-def simclr_encoder(simclr_run=None, train=None, valid=None, path=None, seed=42, device=None, **quick):
-    "The FRDS `Encoder` of `simclr_run` when given, else a quick inline one (`QUICK_SIMCLR`, overridable); prints which."
+def simclr_encoder(simclr_run=None, train=None, valid=None, path=None, seed=42, device=None, expect=None, **quick):
+    "The FRDS `Encoder` of `simclr_run` (record checked against `expect`, e.g. the split) when given, else a quick inline one; prints which."
     if simclr_run is not None:
-        enc, _ = load_simclr_run(simclr_run, device=device)
+        enc, _ = load_simclr_run(simclr_run, expect=expect, device=device)
         print(f"FRDS encoder: SimCLR run {enc.info['simclr_run']} (hash {enc.hash}, {enc.info['encoder_epochs']} epochs, "
               f"{enc.info['encoder_train_size']} training masks, {enc.size} px)")
         return enc
@@ -475,12 +475,12 @@ def baseline_generations(train, valid, n, epochs, widths=(8, 16, 32, 64), lr=1e-
             gens[f"{kind} @{ep}"] = generate_masks(learn.model, n, seed=seed)
     return gens
 
-def run_generations(run, n, seed=42):
-    "Generations of each baseline of a `03_baselines` run (loaded by `load_baseline_run`), by name, and the run's record."
+def run_generations(run, n, seed=42, expect=None):
+    "Generations of each baseline of a `03_baselines` run (record checked against `expect`), by name, and the run's record."
     from cardiac_nvae.baselines import BASELINES, load_baseline_run, generate_masks
     gens, rec = {}, None
     for kind in BASELINES:
-        model, rec = load_baseline_run(run, kind)
+        model, rec = load_baseline_run(run, kind, expect=expect)
         gens[f"{kind} (run)"] = generate_masks(model, n, seed=seed)
     return gens, rec
 

@@ -44,7 +44,7 @@ __all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'RUNS_DIR_ENV', 'recon_loss', 'gaussi
            'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss',
            'DeviceLosses', 'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError',
            'plain_json', 'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run',
-           'load_run_weights']
+           'load_run_weights', 'params_from_run']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -654,8 +654,9 @@ def check_run(run, chapter=None, expect=None, by=None):
     for k, want in (expect or {}).items():
         have = recorded(rec, k, _MISSING)
         if have is _MISSING or plain_json(have) != plain_json(want):
+            why = ': another test split, whose test patients its models may have trained on' if k == 'split' else ''
             raise RunMismatchError(f"run {folder} has {k}={'(not recorded)' if have is _MISSING else repr(have)}, "
-                                   f"but {by} expects {k}={want!r}")
+                                   f"but {by} expects {k}={want!r}{why}")
     return rec
 
 def load_run_weights(model, run, fname='best.pth'):
@@ -663,3 +664,24 @@ def load_run_weights(model, run, fname='best.pth'):
     f = find_run(run) / fname
     if not f.exists(): raise RunError(f"{f}: run {run} has no weights {fname!r} (not trained, or its weights were left out)")
     return load_weights(model, f)
+
+def _recorded_path(rec, key):
+    "`recorded(rec, key)` where a dotted key ('architecture.size') reaches into nested records."
+    head, *rest = key.split('.')
+    v = recorded(rec, head, _MISSING)
+    for k in rest: v = v.get(k, _MISSING) if isinstance(v, dict) else _MISSING
+    return v
+
+def params_from_run(run, given, keys=None, by=None):
+    "The values earlier run `run` fixes for the parameters `given` ({name: value, None = unset}); an explicit conflicting value is an error."
+    folder = find_run(run)
+    rec, by = read_record(folder), by or os.environ.get(RUN_DIR_ENV) or 'this run'
+    out = dict(given)
+    for name, value in given.items():
+        have = _recorded_path(rec, (keys or {}).get(name, name))
+        if have is _MISSING or have is None: continue  # the run does not fix this one: the chapter's own value or default stands
+        if value is not None and plain_json(value) != plain_json(have):
+            raise RunMismatchError(f"{name}={value!r} conflicts with run {folder}, which has {name}={have!r}: "
+                                   f"leave {name} unset in {by} to take the run's, or name another run")
+        out[name] = value if value is not None else have
+    return out
