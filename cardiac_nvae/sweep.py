@@ -12,11 +12,11 @@ import yaml
 import submitit
 
 # %% auto #0
-__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'load_spec',
-           'expand_stage', 'point_name', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest', 'manifest_points',
-           'is_locked', 'run_status', 'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status',
-           'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor', 'submit_slurm',
-           'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
+__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'SEED_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'load_spec',
+           'expand_stage', 'point_name', 'seed_of', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest',
+           'manifest_points', 'is_locked', 'run_status', 'run_command', 'run_point', 'slurm_queue', 'point_status',
+           'sweep_status', 'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor',
+           'submit_slurm', 'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
 
 # %% ../nbs/08_sweeps.ipynb #dfbfe1d1
 STAGE_KEYS = {'name', 'chapter', 'params', 'grid', 'points', 'seeds', 'seed_param', 'link'}
@@ -73,12 +73,25 @@ def point_name(stage, varying):
     return '-'.join([stage] + [f"{k}={_slug(v)}" for k, v in varying.items()])
 
 # %% ../nbs/08_sweeps.ipynb #a2305335
+SEED_KEYS = ('seed', 'seeds')
+
+def seed_of(point):
+    "The one training seed of a point (`seed`, or `seeds` holding one), else None."
+    p = point['params']
+    if p.get('seed') is not None: return p['seed']
+    s = p.get('seeds')
+    return s[0] if isinstance(s, (list, tuple)) and len(s) == 1 else None
+
 def _match(point, candidates, stage, prm):
-    "The one point of `candidates` that agrees with `point` on every parameter both vary."
-    hits = [c for c in candidates if all(point['varying'][k] == v for k, v in c['varying'].items() if k in point['varying'])]
+    "The one point of `candidates` that agrees with `point` on every non-seed parameter both vary, and on the seed where they differ in it."
+    hits = [c for c in candidates if all(point['varying'][k] == v for k, v in c['varying'].items()
+                                         if k in point['varying'] and k not in SEED_KEYS)]
+    if len({json.dumps(seed_of(c)) for c in candidates}) > 1:  # the earlier stage trains per seed: take the run of this seed
+        hits = [c for c in hits if seed_of(c) == seed_of(point) and seed_of(point) is not None]
     if len(hits) != 1:
         raise SpecError(f"stage {point['stage']!r}: {prm} links to stage {stage!r} but {len(hits)} of its points match "
-                        f"{point['name']} ({', '.join(h['name'] for h in hits) or 'none'}); vary a shared parameter (e.g. seed)")
+                        f"{point['name']} (seed {seed_of(point)}; {', '.join(h['name'] for h in hits) or 'none'}); "
+                        "vary a shared parameter, or train the earlier stage for this seed")
     return hits[0]
 
 def plan(spec, sweep_dir):
