@@ -12,8 +12,8 @@ import yaml
 import submitit
 
 # %% auto #0
-__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'SEED_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'load_spec',
-           'expand_stage', 'point_name', 'seed_of', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest',
+__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'SEED_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError', 'link_stages',
+           'load_spec', 'expand_stage', 'point_name', 'seed_of', 'plan', 'sweep_dir_of', 'read_json', 'write_manifest',
            'manifest_points', 'is_locked', 'run_status', 'run_command', 'run_point', 'slurm_queue', 'point_status',
            'sweep_status', 'format_status', 'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor',
            'submit_slurm', 'wait_slurm', 'sweep', 'write_toy_chapter', 'LocalSlurm']
@@ -24,6 +24,11 @@ SPEC_KEYS = {'name', 'runs_dir', 'scale', 'local', 'slurm', 'stages', 'descripti
 
 class SpecError(ValueError):
     "A sweep spec that cannot be expanded: the message names the spec and the key."
+
+def link_stages(dep):
+    "The stage names a link names: one stage, a list of stages, or `{stage: ..., where: {...}}`."
+    if isinstance(dep, dict): dep = dep.get('stage')
+    return [dep] if isinstance(dep, str) else list(dep or [])
 
 def load_spec(spec):
     "A sweep spec from a YAML file or a dict, checked: unknown keys, missing names and chapters are errors."
@@ -45,7 +50,10 @@ def load_spec(spec):
         if bad: raise SpecError(f"{where}: stage {st.get('name')!r}: unknown key(s) {sorted(bad)}; allowed: {sorted(STAGE_KEYS)}")
         if not st.get('name') or not st.get('chapter'): raise SpecError(f"{where}: every stage needs 'name' and 'chapter'")
         for prm, dep in (st.get('link') or {}).items():
-            if dep not in seen: raise SpecError(f"{where}: stage {st['name']!r} links {prm} to {dep!r}, which is not an earlier stage")
+            if isinstance(dep, dict) and set(dep) - {'stage', 'where'}:
+                raise SpecError(f"{where}: stage {st['name']!r}: link {prm}: unknown key(s) {sorted(set(dep) - {'stage', 'where'})}; allowed: stage, where")
+            for d in link_stages(dep):
+                if d not in seen: raise SpecError(f"{where}: stage {st['name']!r} links {prm} to {d!r}, which is not an earlier stage")
         seen.add(st['name'])
     return spec
 
@@ -94,6 +102,11 @@ def _match(point, candidates, stage, prm):
                         "vary a shared parameter, or train the earlier stage for this seed")
     return hits[0]
 
+def _where_ok(point, where):
+    "Whether a point has every parameter value of `where` (a seed as `seed: s`, whatever its stage calls it)."
+    one = lambda v: v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+    return all((seed_of(point) == one(v)) if k in SEED_KEYS else point['params'].get(k) == v for k, v in where.items())
+
 def plan(spec, sweep_dir):
     "The points of a spec: dicts of stage, name, chapter, varying and full params, links (parameter -> point name)."
     spec, sweep_dir = load_spec(spec), Path(sweep_dir).resolve()
@@ -104,7 +117,9 @@ def plan(spec, sweep_dir):
             pt = dict(stage=st['name'], name=point_name(st['name'], varying), chapter=st['chapter'],
                       varying=varying, params=dict(params), links={})
             for prm, dep in (st.get('link') or {}).items():
-                target = _match(pt, by_stage[dep], dep, prm)
+                where = dep.get('where') or {} if isinstance(dep, dict) else {}
+                candidates = [c for d in link_stages(dep) for c in by_stage[d] if _where_ok(c, where)]
+                target = _match(pt, candidates, '+'.join(link_stages(dep)), prm)
                 pt['links'][prm] = target['name']
                 pt['params'][prm] = str(sweep_dir / target['name'])
             mine.append(pt)
