@@ -1,4 +1,4 @@
-"""sweeps/thesis-toy.yaml: the thesis' grid at toy size. Its plan is checked always; the full run (about 15 CPU minutes) only
+"""sweeps/thesis-toy.yaml: the thesis' grid at toy size. Its plan is checked always; the full run (23 chapter runs; see the commit that measured it) only
 with CARDIAC_NVAE_TOY_SWEEP=1, and then every table and figure must hold the expected number of runs per row, from the records."""
 import os, time
 from collections import Counter
@@ -33,7 +33,7 @@ def test_toy_plan_has_the_thesis_grid(tmp_path):
 
 @pytest.fixture(scope='module')
 def toy_sweep(tmp_path_factory):
-    if os.environ.get('CARDIAC_NVAE_TOY_SWEEP') != '1': pytest.skip('the full toy sweep runs with CARDIAC_NVAE_TOY_SWEEP=1 (~15 CPU minutes)')
+    if os.environ.get('CARDIAC_NVAE_TOY_SWEEP') != '1': pytest.skip('the full toy sweep runs with CARDIAC_NVAE_TOY_SWEEP=1 (23 chapter runs)')
     runs = Path(os.environ.get('CARDIAC_NVAE_TOY_DIR') or tmp_path_factory.mktemp('runs'))
     t0 = time.time()
     sd, res = sweep(SPEC, 'local', runs_dir=runs)
