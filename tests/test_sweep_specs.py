@@ -122,3 +122,12 @@ def test_centre_agnostic_without_validation_is_a_data_error(quick_adaptation, mn
     assert rec['status'] == 'failed'
     assert rec['error_type'] == 'DataError', rec.get('error')
     assert f"{mnms_without_validation}: no subjects in the Training/Labeled (train), Validation (valid) partition" in rec['error']
+
+QUICK = [p for p in SPECS if p.stem.endswith('-quick') and p.stem != 'adaptation-quick']  # adaptation-quick runs above
+
+@pytest.mark.parametrize('path', QUICK, ids=lambda p: p.name)
+def test_quick_spec_runs_reduced(path, tmp_path):
+    if os.environ.get('CARDIAC_NVAE_SPEC_RUNS') != '1': pytest.skip('the other quick specs run (reduced) with CARDIAC_NVAE_SPEC_RUNS=1')
+    sd, res = sweep(reduced(path), 'local', workers=1, runs_dir=tmp_path)
+    logs = {n: (sd / 'logs' / f'{n}.log').read_text()[-1500:] for n, s in res.items() if s != 'done'}
+    assert res and set(res.values()) == {'done'}, logs
