@@ -10,21 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .data import SliceSet, STRUCTURES, cache_dir, iter_mnms, load_slices, preprocess_frames, seeded_subset, show_slices, split_slices
+from .data import DataError, SliceSet, STRUCTURES, cache_dir, iter_mnms, load_slices, preprocess_frames, seeded_subset, show_slices, split_slices
 from .phantom import PHANTOM_VERSION, make_phantom, phantom_data_root
 from .validity import STRUCTURE_LABELS, is_valid
 from .metrics import score_volumes, summarise_runs, welch_test, plot_breakdown
 
 # %% auto #0
-__all__ = ['PHANTOM_MNMS_SUBJECTS', 'FEW_SHOT_PARTITIONS', 'THESIS_TABLE_4_4', 'SETTINGS', 'SETTING_NAMES', 'MODELS',
-           'PER_CENTRE', 'ACUNET_FOLDERS', 'DICE_COLUMNS', 'TABLE_COLUMNS', 'SEEN_IN_ACDC', 'THESIS_TABLE_6_5',
+__all__ = ['PHANTOM_MNMS_SUBJECTS', 'FEW_SHOT_PARTITIONS', 'FEW_SHOT_RULES', 'STRATIFIED_PER_GROUP', 'THESIS_TABLE_4_4',
+           'SETTINGS', 'SETTING_NAMES', 'MODELS', 'PER_CENTRE', 'ACUNET_FOLDERS', 'STAND_IN_SIZE', 'MNMS_FOLDER_OF',
+           'SETTING_PARTITIONS', 'DICE_COLUMNS', 'TABLE_COLUMNS', 'SEEN_IN_ACDC', 'THESIS_TABLE_6_5',
            'THESIS_TABLE_6_6', 'THESIS_PARAMS', 'phantom_mnms_root', 'resolve_mnms_root', 'resolve_acdc_root',
            'centre_order', 'population_table', 'structures_present', 'mask_kind', 'mask_quirks', 'subject_table',
            'few_shot_subjects', 'few_shot_split', 'few_shot_table', 'beside_thesis', 'check_setting', 'centre_test_set',
            'setting_data', 'cap_slices', 'Pretrained', 'adapt', 'evaluate', 'quick_nvae', 'pretrain_inline',
-           'load_pretrained', 'write_scores', 'read_scores', 'job_name', 'run_grid', 'with_all_centres', 'summarise',
-           'welch_table', 'results_table', 'plot_settings', 'seen_label', 'plot_seen_unseen', 'show_predictions',
-           'domain_gap', 'zero_shot_drop']
+           'load_pretrained', 'run_size', 'require_partitions', 'write_scores', 'read_scores', 'job_name', 'run_grid',
+           'with_all_centres', 'summarise', 'welch_table', 'results_table', 'per_seed_scores', 'plot_settings',
+           'seen_label', 'plot_seen_unseen', 'show_predictions', 'domain_gap', 'zero_shot_drop']
 
 # %% ../nbs/07_adaptation.ipynb #02834655
 PHANTOM_MNMS_SUBJECTS = 45  # nine per centre: at least five train/validation subjects and a test set in each
@@ -124,14 +125,27 @@ def _pathology_slots(pool, n):
         slots[g] += 1
     return {g: k for g, k in slots.items() if k}
 
-def few_shot_subjects(slices, centre, n=5, seed=0, subjects=None):
-    "`n` subjects of `centre` from the train and validation partitions: stratified over pathologies, highest % AV first, seeded ties."
+def _stratified_pick(pool, n, per_group):
+    "The author's rule on `pool` (sorted best first): down the list, a subject whose pathology has fewer than `per_group`; then the best left."
+    took, count = [], {}
+    for p, g in zip(pool.patient, pool.group):
+        if len(took) < n and count.get(g, 0) < per_group: took.append(p); count[g] = count.get(g, 0) + 1
+    return took + [p for p in pool.patient if p not in took][:n - len(took)]
+
+FEW_SHOT_RULES = ('stratified', 'dhondt')
+STRATIFIED_PER_GROUP = {'2': 2}  # the author's code: two subjects per pathology at centre 2, one elsewhere
+
+def few_shot_subjects(slices, centre, n=5, seed=0, subjects=None, rule='stratified'):
+    "`n` subjects of `centre` from the train and validation partitions by `rule` (see above), highest % AV first, seeded ties."
+    if rule not in FEW_SHOT_RULES: raise ValueError(f"few_shot_rule={rule!r}: expected one of {FEW_SHOT_RULES}")
     subj = subject_table(slices) if subjects is None else subjects
     pool = subj[(subj.centre.astype(str) == str(centre)) & subj.partition.isin(FEW_SHOT_PARTITIONS)]
     if len(pool) < n:
-        raise ValueError(f"centre {centre}: {len(pool)} subjects in the {FEW_SHOT_PARTITIONS} partitions, fewer than n={n}")
+        raise DataError(f"centre {centre}: {len(pool)} subjects in the {FEW_SHOT_PARTITIONS} partitions, fewer than n={n} "
+                        "(the few-shot settings need them; zero-shot and centre-agnostic do not)")
     pool = pool.sort_values('patient').assign(tie=np.random.default_rng(seed).permutation(len(pool)))
     pool = pool.sort_values(['pct_av', 'tie'], ascending=[False, True])
+    if rule == 'stratified': return _stratified_pick(pool, n, STRATIFIED_PER_GROUP.get(str(centre), 1))
     slots = _pathology_slots(pool, n)
     return [p for g, k in slots.items() for p in pool.patient[pool.group == g].iloc[:k]]
 
@@ -239,7 +253,7 @@ def evaluate(net, test, **tags):
 
 # %% ../nbs/07_adaptation.ipynb #ffb08b59
 from .acunet import calibrate_omega, freeze, nvae_from_run
-from .train import find_run, check_run, load_run_weights, RunError, RunMismatchError
+from .train import find_run, check_run, load_run_weights, read_record, RunError, RunMismatchError
 ACUNET_FOLDERS = {'U-Net': 'unet', 'ACU-Net': 'acunet'}  # model -> checkpoint folder prefix in a 06_acunet run
 
 def quick_nvae(train, valid, epochs, path, seed=0, bs=8):
@@ -303,6 +317,42 @@ def load_pretrained(unet_run, acunet_run, seeds, size, split=None):
                                       float(m['omega']) if enc is not None else 1.0, f"run {folder.name}",
                                       p.get('reduction', 'mean'), p.get('group_weights'))
     return out
+
+# %% ../nbs/07_adaptation.ipynb #401931f6
+STAND_IN_SIZE = 32  # slice side of quick mode's stand-ins when no run fixes it
+
+def run_size(unet_run=None, acunet_run=None, size=None):
+    "The experiment's slice side: the one the 06_acunet runs recorded (a different explicit `size` is an error), else `size` or `STAND_IN_SIZE`."
+    found = {}
+    for prm, run in (('unet_run', unet_run), ('acunet_run', acunet_run)):
+        if run is None: continue
+        folder = find_run(run)
+        rec = read_record(folder)
+        s = (rec.get('params') or {}).get('size', rec.get('size'))
+        if s is None: raise RunMismatchError(f"{prm} {folder}: its record gives no size")
+        found[prm] = (folder, int(s))
+    if len({s for _, s in found.values()}) > 1:
+        raise RunMismatchError('the ACDC runs differ in size: ' + ', '.join(f"{k} {f} has size={s}" for k, (f, s) in found.items()))
+    for prm, (folder, s) in found.items():
+        if size is not None and int(size) != s:
+            raise RunMismatchError(f"size={size}, but {prm} {folder} has size={s}: leave size unset to take the run's")
+        return s
+    return int(size) if size is not None else STAND_IN_SIZE
+
+MNMS_FOLDER_OF = {'train': 'Training/Labeled', 'valid': 'Validation', 'test': 'Testing'}  # M&Ms-1 layout of each partition
+SETTING_PARTITIONS = {'centre-agnostic': ('train', 'valid', 'test'), 'few-shot': ('test',), 'zero-shot': ('test',), 'scratch': ('test',)}
+
+def require_partitions(slices, settings, root, centres=None):
+    "Raise `DataError` naming `root` when a partition that one of `settings` needs has no subjects (`test`: in each of `centres`)."
+    part = slices.meta.partition.astype(str)
+    for s in settings:
+        missing = [p for p in SETTING_PARTITIONS[check_setting(s)] if not (part == p).any()]
+        if missing: raise DataError(f"{root}: no subjects in the {', '.join(f'{MNMS_FOLDER_OF[p]} ({p})' for p in missing)} "
+                                    f"partition; setting {s!r} needs it")
+    test_centres = set(slices.meta.centre.astype(str)[part == 'test'])
+    lacking = [str(c) for c in (centres or []) if str(c) not in test_centres]
+    if lacking: raise DataError(f"{root}: no {MNMS_FOLDER_OF['test']} subjects of centre(s) {lacking}; every setting tests on them")
+
 
 # %% ../nbs/07_adaptation.ipynb #dc7c56b7
 def write_scores(folder, vols, per_slice):
@@ -432,6 +482,19 @@ def results_table(summary, setting, welch=None, thesis=None):
         th = thesis.reindex(pd.MultiIndex.from_tuples(order, names=['model', 'centre'])).fillna('')
         for c in th.columns: t[('thesis', c)] = th[c].to_numpy()
     return t
+
+# %% ../nbs/07_adaptation.ipynb #739b2df5
+def per_seed_scores(vols, per_slice):
+    "One row per setting, model, centre (and 'All', every test volume of a setting pooled) and seed: mean 3D Dice over volumes, % AV over slices."
+    by = ['setting', 'model', 'centre', 'seed']
+    def pooled(d):  # 'All' where a setting was tested on several centres (a per-centre run's 'All' would repeat its centre)
+        d = d.astype({'centre': str})
+        return pd.concat([d, *(g.assign(centre='All') for _, g in d.groupby('setting', sort=False) if g.centre.nunique() > 1)],
+                         ignore_index=True)
+    v = pooled(vols).groupby(by, sort=False)[list(DICE_COLUMNS)].mean()
+    a = pooled(per_slice).groupby(by, sort=False)[['AV']].mean()
+    return v.join(a).reset_index()
+
 
 # %% ../nbs/07_adaptation.ipynb #9254a1d2
 def plot_settings(summary, model='ACU-Net', settings=SETTINGS, axs=None):

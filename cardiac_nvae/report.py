@@ -17,7 +17,8 @@ __all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', '
            'PROVENANCE', 'README_MARKERS', 'model_name', 'canonical', 'record_rows', 'project_root', 'default_sources',
            'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch', 'not_beta_sweep', 'table_rows',
            'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table', 'compact_sweep', 'runs_table',
-           'report', 'render', 'what_reproduces', 'readme_table', 'update_readme_table', 'update_readme']
+           'adaptation_settings', 'report', 'render', 'what_reproduces', 'readme_table', 'update_readme_table',
+           'update_readme']
 
 # %% ../nbs/09_results.ipynb #9cb4c445
 CANONICAL = {  # column: the names chapters use for it
@@ -26,8 +27,8 @@ CANONICAL = {  # column: the names chapters use for it
     'FRDS': ('FRDS', 'frds'), '% AV': ('% AV', 'AV', 'pct_valid', 'av'),
     '% AV per volume': ('% AV per volume', 'AV_volume'),  # mean of per-volume fractions: the author's test_step, thesis table 6.4
 }
-EXPAND = {'results': ('model', None), 'per_seed': ('model', 'model'), 'ablation': ('active layers', 'active_layers'), 'temperature': ('tau', 'temperature'),
-          'per_centre': ('centre', 'centre')}  # nested metric: (column, key of each entry naming it); one row per entry
+EXPAND = {'results': ('model', None), 'ablation': ('active layers', 'active_layers'), 'temperature': ('tau', 'temperature'),
+          'per_centre': ('centre', 'centre'), 'per_seed': ('centre', 'centre')}  # nested metric: (column, key of each entry naming it); one row per entry
 MODEL_NAMES = {'beta-vae': 'β-VAE', 'beta_vae': 'β-VAE', 'infovae-d': 'InfoVAE-D', 'infovae_d': 'InfoVAE-D',
                'infovae-m': 'InfoVAE-M', 'infovae_m': 'InfoVAE-M', 'default-n': 'Default-N', 'latentskip-n': 'LatentSkip-N',
                'unet': 'U-Net', 'u-net': 'U-Net', 'acunet': 'ACU-Net', 'acu-net': 'ACU-Net', 'acunet-vae': 'ACU-Net (VAE)'}
@@ -84,6 +85,7 @@ def record_rows(rec, run=''):
             if k is not None: r[col] = model_name(k) if col == 'model' else k
             elif (src or col) in e: r[col] = model_name(e[src or col]) if col == 'model' else e[src or col]
             r['seed'] = e.get('seed', base['seed']); r['entry'] = key
+            if key == 'per_seed': r.update(model=model_name(e.get('model')), setting=e.get('setting'))  # 07: one row per setting, model, centre, seed
             rows.append(r)
     return rows
 
@@ -222,14 +224,14 @@ TABLES = {
                 thesis={'Baumgartner et al.': _t(None, .908, .897, .937),
                         'U-Net': {**_t(.915, .909, .894, .943), '% AV per volume': 84.3},
                         'ACU-Net': {**_t(.915, .907, .893, .944), '% AV per volume': 89.6}}),
-    '6.5': dict(title='M&Ms, centre-agnostic finetuning', chapters=('07_adaptation',), by=('model', 'centre'),
-                where={'p.setting': 'centre-agnostic'}, welch=('U-Net', 'ACU-Net'),
+    '6.5': dict(title='M&Ms, centre-agnostic finetuning', chapters=('07_adaptation',), by=('model', 'centre'), entry='per_seed',
+                where={'setting': 'centre-agnostic'}, welch=('U-Net', 'ACU-Net'),
                 thesis={('U-Net', 'All'): _t(.865, .859, .835, .903, None, 82.7), ('ACU-Net', 'All'): _t(.863, .858, .831, .900, None, 84.7),
-                        ('U-Net', 1): _t(.870, .873, .815, .923, None, 83.2), ('ACU-Net', 1): _t(.873, .873, .820, .926, None, 88.1)}),
+                        ('U-Net', '1'): _t(.870, .873, .815, .923, None, 83.2), ('ACU-Net', '1'): _t(.873, .873, .820, .926, None, 88.1)}),
     '6.6': dict(title='M&Ms, zero-shot inference of ACDC-trained models', chapters=('07_adaptation',), by=('model', 'centre'),
-                where={'p.setting': 'zero-shot'}, welch=('U-Net', 'ACU-Net'),
-                thesis={('U-Net', 1): _t(.829, .844, .751, .894, None, 76.0), ('ACU-Net', 1): _t(.827, .837, .747, .898, None, 83.2),
-                        ('U-Net', 3): _t(.882, .872, .861, .912, None, 81.6), ('ACU-Net', 3): _t(.882, .874, .857, .915, None, 86.5)}),
+                entry='per_seed', where={'setting': 'zero-shot'}, welch=('U-Net', 'ACU-Net'),
+                thesis={('U-Net', '1'): _t(.829, .844, .751, .894, None, 76.0), ('ACU-Net', '1'): _t(.827, .837, .747, .898, None, 83.2),
+                        ('U-Net', '3'): _t(.882, .872, .861, .912, None, 81.6), ('ACU-Net', '3'): _t(.882, .874, .857, .915, None, 86.5)}),
 }
 
 # %% ../nbs/09_results.ipynb #bb7bff4c
@@ -372,6 +374,13 @@ def _out_folder(out_dir):
     out.mkdir(parents=True, exist_ok=True)
     return out
 
+def adaptation_settings(df, model=None):
+    "Figure 6.15's numbers: mean, SE and runs of DSC and % AV per model, adaptation setting and centre, from 07's `per_seed` rows."
+    d = df[(df['chapter'] == '07_adaptation') & (df['entry'] == 'per_seed')] if len(df) and 'entry' in df and 'chapter' in df else pd.DataFrame()
+    if model is not None and len(d): d = d[d['model'] == model]
+    if not len(d): return pd.DataFrame(columns=['model', 'setting', 'centre', 'DSC all', '% AV', 'runs'])
+    return summarise(prefer_thesis(d, ['model', 'setting', 'centre']), ['model', 'setting', 'centre'], ['DSC all', '% AV'])
+
 def report(sources=None, out_dir=None):
     "The thesis tables (and a sweep's own table) from the records below `sources`: {name: DataFrame}; writes md/csv/html to out_dir."
     out = _out_folder(out_dir) if out_dir else None  # before any work: a wrong --out fails at once
@@ -381,6 +390,8 @@ def report(sources=None, out_dir=None):
         t = thesis_table(df, key)
         if t['runs'].sum() == 0: continue  # no records for this table
         tables[f'table {key}'] = t
+    fig = adaptation_settings(df)
+    if len(fig): tables['figure 6.15'] = fig
     sw = sweep_table(df)
     if len(sw): tables['sweep'] = sw
     if not tables and len(df): tables['runs'] = runs_table(df)  # a run (or runs) of a chapter no table is built from
@@ -394,6 +405,7 @@ def report(sources=None, out_dir=None):
 
 def render(name, t):
     "A table of `report` as markdown with its title and, where the table compares two models, Welch's p."
+    if name == 'figure 6.15': return '### Figure 6.15: adaptation settings per centre\n\n' + to_markdown(t.round(4).fillna('-'))
     if name == 'sweep':
         return ('### Sweep\n\nthe parameters that vary and the headline metrics, mean ± SE over distinct runs (all columns: '
                 '`report --out DIR` writes sweep.csv)\n\n' + to_markdown(compact_sweep(t)))
@@ -431,6 +443,7 @@ def what_reproduces(df):
             if w: ours += f" (p = {w['p']:.3f})"
         out.append(_claim_row(f'ACU-Net vs U-Net on ACDC ({col}), table 6.4', thesis, ours, t4))
     t6 = prefer_thesis(table_rows(df, '6.6'), ['model', 'centre'])
+    t6 = t6[t6['centre'] != 'All'] if 'centre' in t6 else t6  # the mean over centres, not the pooled row
     g = t6.groupby('model')['% AV'].mean() if '% AV' in t6 else pd.Series(dtype=float)
     ours = f"{g['ACU-Net'] - g['U-Net']:+.1f} % AV" if {'U-Net', 'ACU-Net'} <= set(g.index) else None
     out.append(_claim_row('ACU-Net vs U-Net, zero-shot on M&Ms (mean over centres), table 6.6', '+5.2 % AV', ours, t6))

@@ -13,10 +13,10 @@ import yaml
 import submitit
 
 # %% auto #0
-__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'MAX_POINTS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError',
-           'count_points', 'load_spec', 'expand_stage', 'point_name', 'plan', 'sweep_dir_of', 'read_json',
-           'write_manifest', 'manifest_points', 'is_locked', 'read_run_record', 'run_status', 'point_error',
-           'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status', 'format_status',
+__all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'MAX_POINTS', 'SEED_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError',
+           'count_points', 'link_stages', 'load_spec', 'expand_stage', 'point_name', 'seed_of', 'plan', 'sweep_dir_of',
+           'read_json', 'write_manifest', 'manifest_points', 'is_locked', 'read_run_record', 'run_status',
+           'point_error', 'run_command', 'run_point', 'slurm_queue', 'point_status', 'sweep_status', 'format_status',
            'default_workers', 'run_local', 'SlurmPoint', 'slurm_executor', 'submit_slurm', 'wait_slurm', 'check_spec',
            'sweep', 'write_toy_chapter', 'LocalSlurm']
 
@@ -58,6 +58,11 @@ def count_points(spec):
         n += k
     return n
 
+def link_stages(dep):
+    "The stage names a link names: one stage, a list of stages, or `{stage: ..., where: {...}}`."
+    if isinstance(dep, dict): dep = dep.get('stage')
+    return [dep] if isinstance(dep, str) else list(dep or [])
+
 def load_spec(spec):
     "A sweep spec from a YAML file or a dict, checked: unknown keys, missing names and chapters are errors."
     where = str(spec) if not isinstance(spec, dict) else spec.get('name', '<dict>')
@@ -84,7 +89,10 @@ def load_spec(spec):
         if st['name'] in seen: raise SpecError(f"{where}: two stages are named {st['name']!r}: their runs would share folders")
         _check_shapes(where, st)
         for prm, dep in (st.get('link') or {}).items():
-            if dep not in seen: raise SpecError(f"{where}: stage {st['name']!r} links {prm} to {dep!r}, which is not an earlier stage")
+            if isinstance(dep, dict) and set(dep) - {'stage', 'where'}:
+                raise SpecError(f"{where}: stage {st['name']!r}: link {prm}: unknown key(s) {sorted(set(dep) - {'stage', 'where'})}; allowed: stage, where")
+            for d in link_stages(dep):
+                if d not in seen: raise SpecError(f"{where}: stage {st['name']!r} links {prm} to {d!r}, which is not an earlier stage")
         seen.add(st['name'])
     return spec
 
@@ -112,13 +120,31 @@ def point_name(stage, varying):
     return '-'.join([stage] + [f"{k}={_slug(v)}" for k, v in varying.items()])
 
 # %% ../nbs/08_sweeps.ipynb #a2305335
+SEED_KEYS = ('seed', 'seeds')
+
+def seed_of(point):
+    "The one training seed of a point (`seed`, or `seeds` holding one), else None."
+    p = point['params']
+    if p.get('seed') is not None: return p['seed']
+    s = p.get('seeds')
+    return s[0] if isinstance(s, (list, tuple)) and len(s) == 1 else None
+
 def _match(point, candidates, stage, prm):
-    "The one point of `candidates` that agrees with `point` on every parameter both vary."
-    hits = [c for c in candidates if all(point['varying'][k] == v for k, v in c['varying'].items() if k in point['varying'])]
+    "The one point of `candidates` that agrees with `point` on every non-seed parameter both vary, and on the seed where they differ in it."
+    hits = [c for c in candidates if all(point['varying'][k] == v for k, v in c['varying'].items()
+                                         if k in point['varying'] and k not in SEED_KEYS)]
+    if len({json.dumps(seed_of(c)) for c in candidates}) > 1:  # the earlier stage trains per seed: take the run of this seed
+        hits = [c for c in hits if seed_of(c) == seed_of(point) and seed_of(point) is not None]
     if len(hits) != 1:
         raise SpecError(f"stage {point['stage']!r}: {prm} links to stage {stage!r} but {len(hits)} of its points match "
-                        f"{point['name']} ({', '.join(h['name'] for h in hits) or 'none'}); vary a shared parameter (e.g. seed)")
+                        f"{point['name']} (seed {seed_of(point)}; {', '.join(h['name'] for h in hits) or 'none'}); "
+                        "vary a shared parameter, or train the earlier stage for this seed")
     return hits[0]
+
+def _where_ok(point, where):
+    "Whether a point has every parameter value of `where` (a seed as `seed: s`, whatever its stage calls it)."
+    one = lambda v: v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+    return all((seed_of(point) == one(v)) if k in SEED_KEYS else point['params'].get(k) == v for k, v in where.items())
 
 def plan(spec, sweep_dir, max_points=MAX_POINTS):
     "The points of a spec: dicts of stage, name, chapter, varying and full params, links (parameter -> point name)."
@@ -133,7 +159,9 @@ def plan(spec, sweep_dir, max_points=MAX_POINTS):
             pt = dict(stage=st['name'], name=point_name(st['name'], varying), chapter=st['chapter'],
                       varying=varying, params=dict(params), links={})
             for prm, dep in (st.get('link') or {}).items():
-                target = _match(pt, by_stage[dep], dep, prm)
+                where = dep.get('where') or {} if isinstance(dep, dict) else {}
+                candidates = [c for d in link_stages(dep) for c in by_stage[d] if _where_ok(c, where)]
+                target = _match(pt, candidates, '+'.join(link_stages(dep)), prm)
                 pt['links'][prm] = target['name']
                 pt['params'][prm] = str(sweep_dir / target['name'])
             mine.append(pt)
