@@ -37,11 +37,12 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything', 'split_pred',
-           'model_terms', 'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain', 'save_checkpoint',
-           'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup', 'LossTermsLogger',
-           'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype', 'BF16Autocast',
-           'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss', 'DeviceLosses',
+__all__ = ['COMPILE_MODES', 'DEADLINE_ENV', 'FITS', 'RUN_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device',
+           'seed_everything', 'split_pred', 'model_terms', 'TermsLoss', 'torch_adam', 'params_except',
+           'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'LinearSchedule',
+           'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume',
+           'AuxOptimizer', 'amp_dtype', 'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss',
+           'DeviceSmoothLoss', 'DeviceLosses', 'run_deadline', 'start_deadline', 'Deadline', 'deadline_fields',
            'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError', 'plain_json',
            'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run', 'load_run_weights']
 
@@ -497,6 +498,49 @@ class DeviceLosses(Callback):
         rec = self.learn.recorder
         if rec.losses: rec.losses = list(torch.stack([torch.as_tensor(l).float() for l in rec.losses]).cpu())  # for plot_loss
 
+# %% ../nbs/03_train.ipynb #dl0cd001
+DEADLINE_ENV = 'CARDIAC_NVAE_DEADLINE'  # absolute time (seconds since the epoch): child processes inherit it
+
+def run_deadline():
+    "This process's training deadline from `$CARDIAC_NVAE_DEADLINE` (seconds since the epoch), or None."
+    v = os.environ.get(DEADLINE_ENV)
+    if not v: return None
+    try: return float(v)
+    except ValueError: raise ValueError(f"${DEADLINE_ENV}={v!r}: expected seconds since the epoch") from None
+
+def start_deadline(seconds):
+    "A chapter's `deadline` parameter: every later fit stops `seconds` from now (None keeps an inherited one); the absolute time."
+    if seconds is None: return run_deadline()
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ValueError(f"deadline must be a positive number of seconds or None, not {seconds!r}")
+    at = time.time() + seconds
+    os.environ[DEADLINE_ENV] = repr(at)
+    return at
+
+FITS = []  # one entry per fit under a deadline in this process, for its record (`deadline_fields`)
+
+class Deadline(Callback):
+    "Stop a fit after the epoch during which wall-clock time `at` passes; best checkpoint and evaluation follow as usual."
+    order = 99  # last: the epoch's loggers, best checkpoint and resume state are written before it stops the fit
+    def __init__(self, at): self.at = float(at)
+    def before_fit(self): self.done, self.stopped = 0, False  # `learn.validate()` calls the fit events too, without training
+    def before_epoch(self): self.trained = False
+    def after_train(self): self.trained = True
+    def after_epoch(self):
+        if not self.trained: return
+        self.done += 1
+        if time.time() >= self.at and self.epoch + 1 < self.n_epoch: self.stopped = True; raise CancelFitException()
+    def after_fit(self):
+        if not self.done: return
+        FITS.append(dict(path=str(self.learn.path), epochs=self.n_epoch, epochs_done=self.epoch + 1,
+                         stopped_at_deadline=self.stopped, step=getattr(self.learn, 'step_path', 'eager')))
+
+def deadline_fields():
+    "Record fields from this process's fits under a deadline: the least `epochs_done`, the planned `epochs`, `stopped_at_deadline`."
+    if not FITS: return {}
+    return dict(epochs_done=min(f['epochs_done'] for f in FITS), epochs=max(f['epochs'] for f in FITS),
+                stopped_at_deadline=any(f['stopped_at_deadline'] for f in FITS), fits=[dict(f) for f in FITS])
+
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
@@ -508,7 +552,7 @@ def cli_resume(path):
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
                  path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss',
-                 compile=None, channels_last=None, nan_check_every=None):
+                 compile=None, channels_last=None, nan_check_every=None, deadline=None):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
     env = speed_defaults()  # flags left at None: this machine's `$CARDIAC_NVAE_SPEED`, else off
@@ -523,6 +567,8 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     dls.to(device); model.to(device)
     if channels_last: model.to(memory_format=torch.channels_last)
     cbs = [NaNGuard(check_every=nan_check_every), DeviceLosses()] + list(cbs or [])
+    deadline = run_deadline() if deadline is None else deadline  # absolute wall-clock time; None: the chapter's `start_deadline`
+    if deadline: cbs.append(Deadline(deadline))
     if path is not None:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         cbs += [LossTermsLogger(path / 'log.csv'), BestCheckpoint(path / 'best.pth', monitor)]
@@ -560,6 +606,7 @@ def write_record(path, params, metrics, data_root=None, **extra):
                versions=dict(cardiac_nvae=cardiac_nvae.__version__, torch=torch.__version__, fastai=fastai.__version__),
                data_root=str(data_root) if data_root else None,
                data_fingerprint=data_fingerprint(data_root) if data_root else None, **plain_json(extra))
+    rec = {**deadline_fields(), **rec}  # how far each fit of this process got, when it ran under a deadline
     return update_record(path, **rec)
 
 # %% ../nbs/03_train.ipynb #1db036d2
