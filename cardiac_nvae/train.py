@@ -43,8 +43,9 @@ __all__ = ['COMPILE_MODES', 'DEADLINE_ENV', 'FITS', 'RUN_DIR_ENV', 'recon_loss',
            'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume',
            'AuxOptimizer', 'amp_dtype', 'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss',
            'DeviceSmoothLoss', 'DeviceLosses', 'run_deadline', 'start_deadline', 'Deadline', 'deadline_fields',
-           'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError', 'plain_json',
-           'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run', 'load_run_weights']
+           'CudaGraphStep', 'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError',
+           'plain_json', 'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run',
+           'load_run_weights']
 
 # %% ../nbs/03_train.ipynb #a058393f
 def recon_loss(logits, target):
@@ -541,6 +542,127 @@ def deadline_fields():
     return dict(epochs_done=min(f['epochs_done'] for f in FITS), epochs=max(f['epochs'] for f in FITS),
                 stopped_at_deadline=any(f['stopped_at_deadline'] for f in FITS), fits=[dict(f) for f in FITS])
 
+# %% ../nbs/03_train.ipynb #cg0cd001
+class _GraphLoss:
+    "`TermsLoss` inside a captured step: weights read from device tensors (refilled before each replay), zero terms left out."
+    def __init__(self, loss, w): self.loss, self.w = loss, w
+    def __call__(self, pred, *yb):
+        terms = self.loss.terms_fn(pred, *yb)
+        self.last = {k: v.detach().float() for k, v in terms.items()}
+        return sum(self.w[k] * v if k in self.w else v for k, v in terms.items() if self.loss.weights.get(k, 1.) != 0)
+
+class CudaGraphStep(Callback):
+    "`make_learner(cuda_graph=True)`: each training step (forward, loss, backward, capturable optimiser) replays one CUDA graph; else eager, and `learn.step_path` says why."
+    order = 95  # before_batch after the schedules (lr, KL weight, warm-up), which it copies into the graph's tensors
+    def __init__(self, require_cuda=True, warmup=3): self.require_cuda, self.warmup, self.graph = require_cuda, warmup, None
+    def _path(self, p): self.learn.step_path = p; getattr(self.learn, 'speed', {})['step_path'] = p
+    def before_fit(self):
+        self.graph, self.key, self._orig, self._consts = None, None, None, {}
+        if hasattr(self, '_snap'): del self._snap
+        dev = next(self.learn.model.parameters()).device
+        if self.require_cuda and dev.type != 'cuda': return self._path(f'eager (cuda_graph fallback: model on {dev.type})')
+        extra = [type(c).__name__ for c in self.learn.cbs if any(hasattr(c, e) for e in ('before_backward', 'after_backward', 'before_step', 'after_step'))
+                 and not isinstance(c, NaNGuard)]
+        if extra: return self._path(f'eager (cuda_graph fallback: callbacks with per-step hooks {extra})')
+        self._orig = self.learn._do_one_batch
+        self.learn._do_one_batch = self._one_batch
+        self._path('cuda-graph (not captured yet)')
+    def after_fit(self):
+        if self._orig is not None: self.learn._do_one_batch = self._orig
+        self._orig = None; self._put_back()
+    def _put_back(self):
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        for a, v in getattr(self, '_consts', {}).items(): setattr(terms, a, v)
+        self._consts = {}
+    def _key(self):  # python-level choices baked into a graph: a change recaptures it
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        return (tuple(self.xb[0].shape), tuple(k for k, w in self.loss_func.weights.items() if w == 0),
+                getattr(terms, 'gamma', 1.) < 1 if terms is not None else None)
+    def _one_batch(self):
+        if not self.training or self._orig is None: return self._orig()
+        key = self._key()
+        if self.graph is None or key != self.key:
+            try: self._capture(key)
+            except Exception as e:  # capture is an optimisation: the eager step is the same computation
+                self.learn._do_one_batch = self._orig; self._orig_fallback(e); return self.learn._do_one_batch()
+        for g, t in zip(self.opt_groups, self.hyper): t.fill_(float(g['lr']))
+        for k, t in self.w.items(): t.fill_(float(self.loss_func.weights.get(k, 1.)))
+        for s, x in zip(self.static_in, (*self.xb, *self.yb)): s.copy_(x, non_blocking=True)
+        self.graph.replay()
+        self.learn.pred, self.learn.loss_grad = self.static_pred, self.static_loss
+        self.learn.loss = self.static_loss.detach().clone()
+        self.loss_func.last = self.gloss.last
+        self.learn('after_pred'); self.learn('after_loss')  # autocast's exit, NaN guard's loss check (gradients: not seen)
+    def _orig_fallback(self, e):
+        if hasattr(self, '_snap'): self._restore()
+        self._put_back(); self._orig = None; self.graph = None
+        self._path(f'eager (cuda_graph fallback: {type(e).__name__}: {str(e).splitlines()[0][:160]})')
+    def _snapshot(self):
+        opt = self.learn.opt.opt if hasattr(self.learn.opt, 'opt') else self.learn.opt
+        self._groups = [{k: g[k] for k in ('lr', 'capturable', 'foreach') if k in g} for g in opt.param_groups]
+        self._snap = ([p.detach().clone() for p in self.learn.model.parameters()],
+                      [b.detach().clone() for b in self.learn.model.buffers()], opt,
+                      {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()} for g in opt.param_groups for p in g['params']},
+                      torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    def _restore(self):
+        ps, bs, opt, st, rng, cuda_rng = self._snap
+        with torch.no_grad():
+            for p, v in zip(self.learn.model.parameters(), ps): p.copy_(v)
+            for b, v in zip(self.learn.model.buffers(), bs): b.copy_(v)
+        for g in opt.param_groups:
+            for p in g['params']:
+                old, cur = st[id(p)], opt.state[p]
+                if not old: opt.state.pop(p, None); continue
+                for k, v in old.items():
+                    if torch.is_tensor(v) and torch.is_tensor(cur.get(k)) and cur[k].shape == v.shape: cur[k].copy_(v)  # in place: the graph keeps its addresses
+                    else: cur[k] = v
+        for g, old in zip(opt.param_groups, self._groups):
+            g.pop('capturable', None); g.pop('foreach', None); g.update(old)
+            for p in g['params']: p.grad = None
+        torch.set_rng_state(rng)
+        if cuda_rng is not None: torch.cuda.set_rng_state_all(cuda_rng)
+    def _capture(self, key):
+        "Warm up on a side stream, put the model's state back, capture one step; the first replay is the real step."
+        learn, model, dev = self.learn, self.learn.model, next(self.learn.model.parameters()).device
+        opt = learn.opt.opt if hasattr(learn.opt, 'opt') else learn.opt
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        self._snapshot()
+        self._consts = {}
+        for a in ('group_layer', 'betas'):  # constants the loss copies to the device each step: there once (no copy inside the graph)
+            v = getattr(terms, a, None)
+            if v is None: continue
+            self._consts[a] = v  # put back after fit: records list them
+            setattr(terms, a, torch.as_tensor(v, device=dev, dtype=torch.float32 if a == 'betas' else None))
+        for g in opt.param_groups:
+            g['capturable'] = True
+            if g.get('fused') or g.get('foreach') is False: g['foreach'] = True
+        self.opt_groups = opt.param_groups
+        self.hyper = [torch.tensor(float(g['lr']), device=dev) for g in opt.param_groups]  # the schedule's lr, copied in each step
+        self.w = {k: torch.tensor(float(v), device=dev) for k, v in self.loss_func.weights.items()}
+        self.gloss = _GraphLoss(self.loss_func, self.w)
+        self.static_in = [x.detach().clone() for x in (*self.xb, *self.yb)]
+        nx = len(self.xb)
+        def step():
+            for g, t in zip(opt.param_groups, self.hyper): g['lr'] = t
+            pred = model(*self.static_in[:nx]); loss = self.gloss(pred, *self.static_in[nx:])
+            loss.backward(); opt.step()
+            return pred, loss
+        if dev.type == 'cuda':  # warm-up on a side stream, as capture wants
+            side = torch.cuda.Stream(dev); side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup): opt.zero_grad(set_to_none=True); step()
+            torch.cuda.current_stream(dev).wait_stream(side)
+        else:
+            for _ in range(self.warmup): opt.zero_grad(set_to_none=True); step()
+        self._restore()
+        opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph): self.static_pred, self.static_loss = step()
+        for g, t in zip(opt.param_groups, self.hyper): g['lr'] = float(t)  # fastai's schedulers write floats; `_one_batch` copies them in
+        self.key = key
+        self._path('cuda-graph')
+
+
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
@@ -552,7 +674,7 @@ def cli_resume(path):
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
                  path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss',
-                 compile=None, channels_last=None, nan_check_every=None, deadline=None):
+                 compile=None, channels_last=None, nan_check_every=None, deadline=None, cuda_graph=False):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
     env = speed_defaults()  # flags left at None: this machine's `$CARDIAC_NVAE_SPEED`, else off
@@ -585,8 +707,10 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     if dtype == torch.bfloat16: learn.add_cb(BF16Autocast())
     if channels_last: learn.add_cb(ChannelsLast())
     if compile: compile_model(model, compile)
+    learn.step_path = 'eager'
+    if cuda_graph: learn.add_cb(CudaGraphStep())  # its before_fit says which step path runs
     learn.speed = dict(amp=str(dtype).replace('torch.', '') if dtype else None, compile=compile, channels_last=channels_last,
-                       nan_check_every=nan_check_every)  # for the run's record
+                       nan_check_every=nan_check_every, step_path=learn.step_path)  # for the run's record
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn
