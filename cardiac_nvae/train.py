@@ -576,10 +576,14 @@ class CudaGraphStep(Callback):
         self._consts = {}
     def _key(self):  # python-level choices baked into a graph: a change recaptures it
         terms = getattr(self.loss_func, 'terms_fn', None)
-        return (tuple(self.xb[0].shape), tuple(k for k, w in self.loss_func.weights.items() if w == 0),
+        return (tuple(k for k, w in self.loss_func.weights.items() if w == 0),
                 getattr(terms, 'gamma', 1.) < 1 if terms is not None else None)
     def _one_batch(self):
         if not self.training or self._orig is None: return self._orig()
+        shapes = [tuple(x.shape) for x in (*self.xb, *self.yb)]
+        if self.graph is not None and shapes != [tuple(s.shape) for s in self.static_in]:
+            for p in self.learn.model.parameters(): p.grad = None  # the graph's gradients are not this batch's
+            return self._orig()  # a smaller last batch (no drop_last): eager, the graph is kept
         key = self._key()
         if self.graph is None or key != self.key:
             try: self._capture(key)
@@ -674,7 +678,7 @@ def cli_resume(path):
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
                  path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss',
-                 compile=None, channels_last=None, nan_check_every=None, deadline=None, cuda_graph=False):
+                 compile=None, channels_last=None, nan_check_every=None, deadline=None, cuda_graph=None):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
     env = speed_defaults()  # flags left at None: this machine's `$CARDIAC_NVAE_SPEED`, else off
@@ -682,6 +686,7 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     compile = env.get('compile', False) if compile is None else compile
     channels_last = env.get('channels_last', False) if channels_last is None else channels_last
     nan_check_every = env.get('nan_check_every', 1) if nan_check_every is None else nan_check_every
+    cuda_graph = env.get('cuda_graph', False) if cuda_graph is None else cuda_graph
     dtype = amp_dtype(amp, device)
     if seed is not None:
         seed_everything(seed)
