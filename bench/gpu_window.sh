@@ -3,7 +3,7 @@
 #   bench/gpu_window.sh pack                  # here: .gpu/ = wheels the device lacks (cp312) + ACDC slices preprocessed; prints MiB (< 48)
 #   bench/gpu_window.sh device [--limit S]    # there (run tool, carry ['.gpu']): install from .gpu/, measure, plan, run, $OUT/gpu_window.tgz
 #   bench/gpu_window.sh rehearse              # here: fresh venv with only the device's distributions, the pack, `device --toy`
-# Unpack the result here with `tar -xzf gpu_window.tgz -C /tmp/window`; records go to results/ (no weights).
+#   bench/gpu_window.sh collect FILES_AT/gpu_window.tgz   # here: the archive's runs into results/ (no weights), then commit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 now() { python3 -c 'import time; print(time.time())'; }
@@ -39,5 +39,13 @@ case "${1:-}" in
       timeout "${GPU_REHEARSE_LIMIT:-1500}" bench/gpu_window.sh device --toy --limit "${GPU_REHEARSE_WINDOW:-1200}" --results "$R/results" "$@"
     tar -tzf "$R/out/gpu_window.tgz" | grep -c 'record.json' | xargs echo "records in the archive:"
     echo "rehearsal: $(python3 -c "import time; print(round(time.time() - $T0))") s in all; pack $(du -sm .gpu | cut -f1) MiB";;
-  *) echo "usage: $0 pack | device [--limit S] | rehearse"; exit 2;;
+  collect)
+    # here, after the device call: its runs (records, logs, figure arrays; never weights) into results/, the window's own files beside
+    [ -f "${2:-}" ] || { echo "usage: $0 collect PATH/gpu_window.tgz"; exit 2; }
+    D=$(mktemp -d); tar -xzf "$2" -C "$D"
+    W=results/gpu-window-$(date -u +%Y%m%d-%H%M%S); mkdir -p "$W"
+    cp "$D"/*.json "$D"/window.log "$W"/ 2>/dev/null || true
+    for r in "$D"/runs/*/; do [ -f "$r/record.json" ] && cp -r "$r" results/; done
+    ls -d results/*window* | tail -n 12; rm -rf "$D";;
+  *) echo "usage: $0 pack | device [--limit S] | rehearse | collect ARCHIVE"; exit 2;;
 esac
