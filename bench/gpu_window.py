@@ -21,7 +21,7 @@ IMPORTS = ('cardiac_nvae.data', 'cardiac_nvae.train', 'cardiac_nvae.baselines', 
            'cardiac_nvae.acunet', 'cardiac_nvae.metrics', 'cardiac_nvae.validity', 'cardiac_nvae.cli', 'cardiac_nvae.report',
            'papermill', 'papermill.engines', 'nbclient', 'nbformat', 'ipykernel.kernelapp', 'ipykernel.ipkernel',
            'ipykernel_launcher', 'jupyter_client', 'nibabel', 'yaml', 'fastai.vision.all', 'fastprogress', 'IPython',
-           'nbdev.showdoc')  # every chapter shows its API with nbdev's show_doc
+           'nbdev.showdoc', 'matplotlib_inline.backend_inline')  # show_doc in every chapter; the kernel's inline figures
 NEVER = {'cardiac-nvae', 'pip', 'setuptools', 'wheel'}
 # imported here only because they are installed (optional back-ends and format checkers); the rehearsal runs without them
 OPTIONAL = {'boto3', 'botocore', 's3transfer', 'jmespath', 'arrow', 'isoduration', 'fqdn', 'uri-template', 'webcolors',
