@@ -24,11 +24,11 @@ __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'MAX_V
            'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
            'shared_data_root', 'cache_dir', 'show_path', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
            'read_record', 'check_name', 'record_problem', 'update_record', 'new_run_folder', 'remove_stale_tmp',
-           'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'split_slices', 'seeded_subset', 'AcdcSplits',
-           'stratified_patients', 'split_identity', 'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai',
-           'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults', 'ResidentTensors', 'ResidentDataLoader',
-           'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps', 'show_class_heatmaps',
-           'lv_enclosed_fraction']
+           'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'packed_name', 'pack_slices', 'split_slices',
+           'seeded_subset', 'AcdcSplits', 'stratified_patients', 'split_identity', 'acdc_splits', 'MaskDataset',
+           'PairDataset', 'import_fastai', 'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults',
+           'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps',
+           'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -401,7 +401,7 @@ def show_path(path, root=None):
 # %% ../nbs/00_data.ipynb #441ad143
 def _source_files(root):
     root = Path(root)
-    return sorted(p for p in root.rglob('*') if p.is_file() and (p.name.endswith(('.nii.gz', '.nii', '.cfg', '.csv'))))
+    return sorted(p for p in root.rglob('*') if p.is_file() and (p.name.endswith(('.nii.gz', '.nii', '.cfg', '.csv', '.slices.npz'))))  # .slices.npz: a packed root (pack_slices)
 
 def data_fingerprint(root):
     "A short content-independent identity of a data folder: sha256 over the relative paths and sizes of its files."
@@ -550,6 +550,8 @@ def read_slices(path):
 def load_slices(root, dataset='acdc', size=128, margin=4, crop='heart', csv=None, use_cache=True, progress=False):
     "Load and preprocess every labelled frame of `dataset` ('acdc' or 'mnms') under `root`, cached on disk."
     if dataset not in ('acdc', 'mnms'): raise ValueError(f"dataset must be 'acdc' or 'mnms', not {dataset!r}")
+    packed = Path(root) / packed_name(dataset, size, margin, crop)
+    if packed.is_file(): return read_slices(packed)  # a packed root (`pack_slices`): the preprocessed slices travel without the raw files
     key = _cache_key(root, dataset=dataset, size=size, margin=margin, crop=crop, csv=str(csv))
     path = cache_dir() / f"{dataset}-{key}.npz"
     if use_cache and path.exists():
@@ -559,6 +561,18 @@ def load_slices(root, dataset='acdc', size=128, margin=4, crop='heart', csv=None
     ss = preprocess_frames(frames, size, margin, crop, progress=progress)
     if use_cache: save_slices(ss, path)
     return ss
+
+def packed_name(dataset='acdc', size=128, margin=4, crop='heart'):
+    "File name of a packed slice file: the preprocessing parameters are part of it, so other parameters never read it."
+    return f"{dataset}-{size}-{margin}-{crop}.slices.npz"
+
+def pack_slices(root, dest, dataset='acdc', size=128, margin=4, crop='heart', csv=None):
+    "Preprocess `root` (through the cache) into one compressed file in folder `dest`, which `load_slices(dest)` then reads alone."
+    ss = load_slices(root, dataset, size, margin, crop, csv)
+    return atomic_write(Path(dest) / packed_name(dataset, size, margin, crop),
+                        lambda f: np.savez_compressed(f, images=ss.images, masks=ss.masks, dropped=np.array(ss.dropped),
+                                                      meta=np.array(ss.meta.to_json(orient='records'))))
+
 
 # %% ../nbs/00_data.ipynb #0fd98b85
 def split_slices(ss, valid_pct=0.1, seed=42, by='slice'):

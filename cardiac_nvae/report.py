@@ -14,11 +14,11 @@ from .metrics import welch_test
 
 # %% auto #0
 __all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', 'TABLE_METRICS', 'IDENTITY_SKIP', 'TABLES',
-           'PROVENANCE', 'README_MARKERS', 'model_name', 'canonical', 'record_rows', 'project_root', 'default_sources',
-           'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch', 'not_beta_sweep', 'table_rows',
-           'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table', 'compact_sweep', 'runs_table',
-           'adaptation_settings', 'report', 'render', 'what_reproduces', 'readme_table', 'update_readme_table',
-           'update_readme']
+           'PROVENANCE', 'README_MARKERS', 'model_name', 'canonical', 'cut_scale', 'record_rows', 'project_root',
+           'default_sources', 'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch',
+           'not_beta_sweep', 'table_rows', 'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table',
+           'compact_sweep', 'runs_table', 'adaptation_settings', 'report', 'render', 'what_reproduces', 'readme_table',
+           'update_readme_table', 'update_readme']
 
 # %% ../nbs/09_results.ipynb #9cb4c445
 CANONICAL = {  # column: the names chapters use for it
@@ -55,6 +55,10 @@ def _nvae_label(p):
     extras = [s for s, on in (('clamp', p.get('clamp')), ('SR', p.get('sr_weight'))) if on]
     return name + (f" ({'+'.join(extras)})" if extras else '')
 
+def cut_scale(scale, rec):
+    "The scale label of a run its deadline cut short: 'thesis config, 37/100 epochs'."
+    return f"{scale} config, {rec.get('epochs_done', '?')}/{rec.get('epochs', '?')} epochs"
+
 def record_rows(rec, run=''):
     "The table rows (dicts) of one run record: one per model or entry it holds."
     params = {**(rec.get('parameters') or {}), **(rec.get('params') or {})}
@@ -71,6 +75,7 @@ def record_rows(rec, run=''):
                 scale=sw.get('scale') or rec.get('scale') or params.get('scale') or 'quick',
                 sweep=sw.get('name'), stage=sw.get('stage'), varying=','.join(sw.get('varying') or {}) or None,
                 model=model_name(_first(params, 'model', 'kind') or (_nvae_label(params) if params.get('config') else chapter)))
+    if rec.get('stopped_at_deadline'): base['scale'] = cut_scale(base['scale'], rec)  # never a finished run's row
     base.update({f'p.{k}': v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None})
     base.update({f'm.{k}': v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     rows = [{**base, **canonical(metrics)}]

@@ -37,12 +37,13 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'RUN_DIR_ENV', 'RUNS_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device', 'seed_everything',
-           'split_pred', 'model_terms', 'TermsLoss', 'torch_adam', 'params_except', 'CheckpointError', 'plain',
-           'save_checkpoint', 'load_checkpoint', 'load_weights', 'LinearSchedule', 'TermSchedule', 'KLWarmup',
-           'LossTermsLogger', 'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume', 'AuxOptimizer', 'amp_dtype',
-           'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss', 'DeviceSmoothLoss',
-           'DeviceLosses', 'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError',
+__all__ = ['COMPILE_MODES', 'DEADLINE_ENV', 'FITS', 'RUN_DIR_ENV', 'RUNS_DIR_ENV', 'recon_loss', 'gaussian_kl', 'default_device',
+           'seed_everything', 'split_pred', 'model_terms', 'TermsLoss', 'torch_adam', 'params_except',
+           'CheckpointError', 'plain', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'LinearSchedule',
+           'TermSchedule', 'KLWarmup', 'LossTermsLogger', 'BestCheckpoint', 'NonFiniteLossError', 'NaNGuard', 'Resume',
+           'AuxOptimizer', 'amp_dtype', 'BF16Autocast', 'ChannelsLast', 'compile_model', 'fused_adam', 'DeviceLoss',
+           'DeviceSmoothLoss', 'DeviceLosses', 'run_deadline', 'start_deadline', 'Deadline', 'deadline_fields',
+           'CudaGraphStep', 'cli_resume', 'make_learner', 'device_name', 'write_record', 'RunMismatchError',
            'plain_json', 'project_root', 'runs_root', 'run_dir', 'find_run', 'recorded', 'check_run',
            'load_run_weights', 'params_from_run']
 
@@ -501,6 +502,174 @@ class DeviceLosses(Callback):
         rec = self.learn.recorder
         if rec.losses: rec.losses = list(torch.stack([torch.as_tensor(l).float() for l in rec.losses]).cpu())  # for plot_loss
 
+# %% ../nbs/03_train.ipynb #dl0cd001
+DEADLINE_ENV = 'CARDIAC_NVAE_DEADLINE'  # absolute time (seconds since the epoch): child processes inherit it
+
+def run_deadline():
+    "This process's training deadline from `$CARDIAC_NVAE_DEADLINE` (seconds since the epoch), or None."
+    v = os.environ.get(DEADLINE_ENV)
+    if not v: return None
+    try: return float(v)
+    except ValueError: raise ValueError(f"${DEADLINE_ENV}={v!r}: expected seconds since the epoch") from None
+
+def start_deadline(seconds):
+    "A chapter's `deadline` parameter: every later fit stops `seconds` from now (None keeps an inherited one); the absolute time."
+    if seconds is None: return run_deadline()
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ValueError(f"deadline must be a positive number of seconds or None, not {seconds!r}")
+    at = time.time() + seconds
+    os.environ[DEADLINE_ENV] = repr(at)
+    return at
+
+FITS = []  # one entry per fit under a deadline in this process, for its record (`deadline_fields`)
+
+class Deadline(Callback):
+    "Stop a fit after the epoch during which wall-clock time `at` passes; best checkpoint and evaluation follow as usual."
+    order = 99  # last: the epoch's loggers, best checkpoint and resume state are written before it stops the fit
+    def __init__(self, at): self.at = float(at)
+    def before_fit(self): self.done, self.stopped = 0, False  # `learn.validate()` calls the fit events too, without training
+    def before_epoch(self): self.trained = False
+    def after_train(self): self.trained = True
+    def after_epoch(self):
+        if not self.trained: return
+        self.done += 1
+        if time.time() >= self.at and self.epoch + 1 < self.n_epoch: self.stopped = True; raise CancelFitException()
+    def after_fit(self):
+        if not self.done: return
+        FITS.append(dict(path=str(self.learn.path), epochs=self.n_epoch, epochs_done=self.epoch + 1,
+                         stopped_at_deadline=self.stopped, step=getattr(self.learn, 'step_path', 'eager')))
+
+def deadline_fields():
+    "Record fields from this process's fits under a deadline: the least `epochs_done`, the planned `epochs`, `stopped_at_deadline`."
+    if not FITS: return {}
+    return dict(epochs_done=min(f['epochs_done'] for f in FITS), epochs=max(f['epochs'] for f in FITS),
+                stopped_at_deadline=any(f['stopped_at_deadline'] for f in FITS), fits=[dict(f) for f in FITS])
+
+# %% ../nbs/03_train.ipynb #cg0cd001
+class _GraphLoss:
+    "`TermsLoss` inside a captured step: weights read from device tensors (refilled before each replay), zero terms left out."
+    def __init__(self, loss, w): self.loss, self.w = loss, w
+    def __call__(self, pred, *yb):
+        terms = self.loss.terms_fn(pred, *yb)
+        self.last = {k: v.detach().float() for k, v in terms.items()}
+        return sum(self.w[k] * v if k in self.w else v for k, v in terms.items() if self.loss.weights.get(k, 1.) != 0)
+
+class CudaGraphStep(Callback):
+    "`make_learner(cuda_graph=True)`: each training step (forward, loss, backward, capturable optimiser) replays one CUDA graph; else eager, and `learn.step_path` says why."
+    order = 95  # before_batch after the schedules (lr, KL weight, warm-up), which it copies into the graph's tensors
+    def __init__(self, require_cuda=True, warmup=3): self.require_cuda, self.warmup, self.graph = require_cuda, warmup, None
+    def _path(self, p): self.learn.step_path = p; getattr(self.learn, 'speed', {})['step_path'] = p
+    def before_fit(self):
+        self.graph, self.key, self._orig, self._consts = None, None, None, {}
+        if hasattr(self, '_snap'): del self._snap
+        dev = next(self.learn.model.parameters()).device
+        if self.require_cuda and dev.type != 'cuda': return self._path(f'eager (cuda_graph fallback: model on {dev.type})')
+        extra = [type(c).__name__ for c in self.learn.cbs if any(hasattr(c, e) for e in ('before_backward', 'after_backward', 'before_step', 'after_step'))
+                 and not isinstance(c, NaNGuard)]
+        if extra: return self._path(f'eager (cuda_graph fallback: callbacks with per-step hooks {extra})')
+        self._orig = self.learn._do_one_batch
+        self.learn._do_one_batch = self._one_batch
+        self._path('cuda-graph (not captured yet)')
+    def after_fit(self):
+        if self._orig is not None: self.learn._do_one_batch = self._orig
+        self._orig = None; self._put_back()
+    def _put_back(self):
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        for a, v in getattr(self, '_consts', {}).items(): setattr(terms, a, v)
+        self._consts = {}
+    def _key(self):  # python-level choices baked into a graph: a change recaptures it
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        return (tuple(k for k, w in self.loss_func.weights.items() if w == 0),
+                getattr(terms, 'gamma', 1.) < 1 if terms is not None else None)
+    def _one_batch(self):
+        if not self.training or self._orig is None: return self._orig()
+        shapes = [tuple(x.shape) for x in (*self.xb, *self.yb)]
+        if self.graph is not None and shapes != [tuple(s.shape) for s in self.static_in]:
+            for p in self.learn.model.parameters(): p.grad = None  # the graph's gradients are not this batch's
+            return self._orig()  # a smaller last batch (no drop_last): eager, the graph is kept
+        key = self._key()
+        if self.graph is None or key != self.key:
+            try: self._capture(key)
+            except Exception as e:  # capture is an optimisation: the eager step is the same computation
+                self.learn._do_one_batch = self._orig; self._orig_fallback(e); return self.learn._do_one_batch()
+        for g, t in zip(self.opt_groups, self.hyper): t.fill_(float(g['lr']))
+        for k, t in self.w.items(): t.fill_(float(self.loss_func.weights.get(k, 1.)))
+        for s, x in zip(self.static_in, (*self.xb, *self.yb)): s.copy_(x, non_blocking=True)
+        self.graph.replay()
+        self.learn.pred, self.learn.loss_grad = self.static_pred, self.static_loss
+        self.learn.loss = self.static_loss.detach().clone()
+        self.loss_func.last = self.gloss.last
+        self.learn('after_pred'); self.learn('after_loss')  # autocast's exit, NaN guard's loss check (gradients: not seen)
+    def _orig_fallback(self, e):
+        if hasattr(self, '_snap'): self._restore()
+        self._put_back(); self._orig = None; self.graph = None
+        self._path(f'eager (cuda_graph fallback: {type(e).__name__}: {str(e).splitlines()[0][:160]})')
+    def _snapshot(self):
+        opt = self.learn.opt.opt if hasattr(self.learn.opt, 'opt') else self.learn.opt
+        self._groups = [{k: g[k] for k in ('lr', 'capturable', 'foreach') if k in g} for g in opt.param_groups]
+        self._snap = ([p.detach().clone() for p in self.learn.model.parameters()],
+                      [b.detach().clone() for b in self.learn.model.buffers()], opt,
+                      {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()} for g in opt.param_groups for p in g['params']},
+                      torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    def _restore(self):
+        ps, bs, opt, st, rng, cuda_rng = self._snap
+        with torch.no_grad():
+            for p, v in zip(self.learn.model.parameters(), ps): p.copy_(v)
+            for b, v in zip(self.learn.model.buffers(), bs): b.copy_(v)
+        for g in opt.param_groups:
+            for p in g['params']:
+                old, cur = st[id(p)], opt.state[p]
+                if not old: opt.state.pop(p, None); continue
+                for k, v in old.items():
+                    if torch.is_tensor(v) and torch.is_tensor(cur.get(k)) and cur[k].shape == v.shape: cur[k].copy_(v)  # in place: the graph keeps its addresses
+                    else: cur[k] = v
+        for g, old in zip(opt.param_groups, self._groups):
+            g.pop('capturable', None); g.pop('foreach', None); g.update(old)
+            for p in g['params']: p.grad = None
+        torch.set_rng_state(rng)
+        if cuda_rng is not None: torch.cuda.set_rng_state_all(cuda_rng)
+    def _capture(self, key):
+        "Warm up on a side stream, put the model's state back, capture one step; the first replay is the real step."
+        learn, model, dev = self.learn, self.learn.model, next(self.learn.model.parameters()).device
+        opt = learn.opt.opt if hasattr(learn.opt, 'opt') else learn.opt
+        terms = getattr(self.loss_func, 'terms_fn', None)
+        self._snapshot()
+        self._consts = {}
+        for a in ('group_layer', 'betas'):  # constants the loss copies to the device each step: there once (no copy inside the graph)
+            v = getattr(terms, a, None)
+            if v is None: continue
+            self._consts[a] = v  # put back after fit: records list them
+            setattr(terms, a, torch.as_tensor(v, device=dev, dtype=torch.float32 if a == 'betas' else None))
+        for g in opt.param_groups:
+            g['capturable'] = True
+            if g.get('fused') or g.get('foreach') is False: g['foreach'] = True
+        self.opt_groups = opt.param_groups
+        self.hyper = [torch.tensor(float(g['lr']), device=dev) for g in opt.param_groups]  # the schedule's lr, copied in each step
+        self.w = {k: torch.tensor(float(v), device=dev) for k, v in self.loss_func.weights.items()}
+        self.gloss = _GraphLoss(self.loss_func, self.w)
+        self.static_in = [x.detach().clone() for x in (*self.xb, *self.yb)]
+        nx = len(self.xb)
+        def step():
+            for g, t in zip(opt.param_groups, self.hyper): g['lr'] = t
+            pred = model(*self.static_in[:nx]); loss = self.gloss(pred, *self.static_in[nx:])
+            loss.backward(); opt.step()
+            return pred, loss
+        if dev.type == 'cuda':  # warm-up on a side stream, as capture wants
+            side = torch.cuda.Stream(dev); side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup): opt.zero_grad(set_to_none=True); step()
+            torch.cuda.current_stream(dev).wait_stream(side)
+        else:
+            for _ in range(self.warmup): opt.zero_grad(set_to_none=True); step()
+        self._restore()
+        opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph): self.static_pred, self.static_loss = step()
+        for g, t in zip(opt.param_groups, self.hyper): g['lr'] = float(t)  # fastai's schedulers write floats; `_one_batch` copies them in
+        self.key = key
+        self._path('cuda-graph')
+
+
 # %% ../nbs/03_train.ipynb #26e9bd4b
 def _in_quiet_env(): return bool(os.environ.get('IN_TEST') or os.environ.get('CI') or os.environ.get('PAPERMILL_EXECUTION'))
 
@@ -512,7 +681,7 @@ def cli_resume(path):
 
 def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5, wd=1e-2, metrics=None, cbs=None,
                  path=None, seed=None, quiet=None, amp=None, device=None, splitter=None, resume=None, monitor='valid_loss',
-                 compile=None, channels_last=None, nan_check_every=None):
+                 compile=None, channels_last=None, nan_check_every=None, deadline=None, cuda_graph=None):
     "A fastai `Learner` for a model returning named loss terms, on CUDA when present (with AMP), else CPU; speed flags below."
     device = torch.device(device) if device is not None else default_device()
     env = speed_defaults()  # flags left at None: this machine's `$CARDIAC_NVAE_SPEED`, else off
@@ -520,6 +689,7 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     compile = env.get('compile', False) if compile is None else compile
     channels_last = env.get('channels_last', False) if channels_last is None else channels_last
     nan_check_every = env.get('nan_check_every', 1) if nan_check_every is None else nan_check_every
+    cuda_graph = env.get('cuda_graph', False) if cuda_graph is None else cuda_graph
     dtype = amp_dtype(amp, device)
     if seed is not None:
         seed_everything(seed)
@@ -527,6 +697,8 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     dls.to(device); model.to(device)
     if channels_last: model.to(memory_format=torch.channels_last)
     cbs = [NaNGuard(check_every=nan_check_every), DeviceLosses()] + list(cbs or [])
+    deadline = run_deadline() if deadline is None else deadline  # absolute wall-clock time; None: the chapter's `start_deadline`
+    if deadline: cbs.append(Deadline(deadline))
     if path is not None:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         cbs += [LossTermsLogger(path / 'log.csv'), BestCheckpoint(path / 'best.pth', monitor)]
@@ -543,8 +715,10 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     if dtype == torch.bfloat16: learn.add_cb(BF16Autocast())
     if channels_last: learn.add_cb(ChannelsLast())
     if compile: compile_model(model, compile)
+    learn.step_path = 'eager'
+    if cuda_graph: learn.add_cb(CudaGraphStep())  # its before_fit says which step path runs
     learn.speed = dict(amp=str(dtype).replace('torch.', '') if dtype else None, compile=compile, channels_last=channels_last,
-                       nan_check_every=nan_check_every)  # for the run's record
+                       nan_check_every=nan_check_every, step_path=learn.step_path)  # for the run's record
     if quiet if quiet is not None else _in_quiet_env():
         learn.remove_cb(ProgressCallback); learn.logger = noop
     elif not _interactive():  # stdout is a log file: fastai's bar would be one endless line of carriage returns
@@ -580,6 +754,7 @@ def write_record(path, params, metrics, data_root=None, **extra):
                versions=dict(cardiac_nvae=cardiac_nvae.__version__, torch=torch.__version__, fastai=fastai.__version__),
                data_root=str(data_root) if data_root else None,
                data_fingerprint=data_fingerprint(data_root) if data_root else None, **plain_json(extra))
+    rec = {**deadline_fields(), **rec}  # how far each fit of this process got, when it ran under a deadline
     return update_record(path, **rec)
 
 # %% ../nbs/03_train.ipynb #1db036d2

@@ -201,7 +201,7 @@ def test_deferred_nan_check_names_a_gradient(tmp_path):
 def test_speed_env_sets_the_flags_a_caller_leaves_at_none(monkeypatch):
     monkeypatch.setenv('CARDIAC_NVAE_SPEED', '{"amp": "bf16", "nan_check_every": 7, "resident": true}')
     learn = make_learner(ConvAE(), mask_dataloaders(slice_set(16), slice_set(8, seed=1), bs=8, device='cpu'), device='cpu', quiet=True)
-    assert learn.speed == dict(amp='bfloat16', compile=False, channels_last=False, nan_check_every=7)
+    assert learn.speed == dict(amp='bfloat16', compile=False, channels_last=False, nan_check_every=7, step_path='eager')
     assert type(learn.dls.train).__name__ == 'ResidentDataLoader'
     explicit = make_learner(ConvAE(), tiny_mask_dls(), device='cpu', quiet=True, amp=False, nan_check_every=1)
     assert explicit.speed['amp'] is None and explicit.speed['nan_check_every'] == 1  # an explicit argument wins
