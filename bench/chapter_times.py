@@ -3,7 +3,7 @@
 One run at a time (so the times add up to what a newcomer waits), each into a scratch runs folder; wall time, and the
 CPU time of the run with its papermill kernel (user + system of the reaped child processes). The machine's load
 average is printed beside them: other work on the machine stretches the wall time, not the CPU time.
-`--update-readme` writes the wall times into the 'quick run' column of the Chapters table of README.md and
+`--update-readme` writes the CPU times (wall time on an idle machine: the chapters train on one thread) into the 'quick run' column of the Chapters table of README.md and
 nbs/index.ipynb (only the chapters measured in this call; the others keep their cell).
 Usage: python bench/chapter_times.py [CHAPTER ...] [--update-readme] [--keep DIR]
 """
@@ -12,9 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMN = 'quick run'
-NOTE = ("*quick run*: wall time of `cardiac-nvae run CHAPTER` with the chapter's quick defaults on the phantom, one run "
-        "at a time on a 2-core CPU machine (`python bench/chapter_times.py`); a chapter given an earlier run "
-        "(`-p nvae_run NAME`, ...) skips the models it would otherwise train inline.")
+NOTE = ("*quick run*: CPU time of `cardiac-nvae run CHAPTER` with the chapter's quick defaults on the phantom, with "
+        "its papermill kernel, one run at a time (`python bench/chapter_times.py`); chapters train on one thread, so on an "
+        "otherwise idle machine the wall time is about the same. A chapter given an earlier run (`-p nvae_run NAME`, ...) "
+        "skips the models it would otherwise train inline.")
 
 
 def chapters():
@@ -85,7 +86,7 @@ def update_readme(times):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('chapters', nargs='*', help='chapter stems (default: every chapter)')
-    ap.add_argument('--update-readme', action='store_true', help="write the wall times into README's Chapters table")
+    ap.add_argument('--update-readme', action='store_true', help="write the CPU times into README's Chapters table")
     ap.add_argument('--keep', help='runs folder to keep (default: a scratch folder, removed afterwards)')
     a = ap.parse_args(argv)
     names = a.chapters or chapters()
@@ -100,7 +101,7 @@ def main(argv=None):
             print(f"{stem:<15} {clock(r['wall_s']):>11} {clock(r['cpu_s']):>11} {r['cpu_s'] / r['wall_s']:>8.2f}  {r['load']:>4}  {r['status']}", flush=True)
     print(f"{'total':<15} {clock(sum(r['wall_s'] for r in rows)):>11} {clock(sum(r['cpu_s'] for r in rows)):>11}")
     if a.update_readme:
-        done = {module_of(r['chapter']): r['wall_s'] for r in rows if r['status'] == 'done'}
+        done = {module_of(r['chapter']): r['cpu_s'] for r in rows if r['status'] == 'done'}  # the wall time depends on the machine's load
         update_readme(done)
         print(f"README.md and nbs/index.ipynb: quick-run times of {', '.join(sorted(done)) or 'no chapter'}")
     if any(r['status'] != 'done' for r in rows): sys.exit(1)
