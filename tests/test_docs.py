@@ -201,7 +201,7 @@ def test_site_has_one_page_per_notebook(site):
 
 def test_every_page_works_in_headless_chromium(site):
     if CHROMIUM is None:  # CI must not pass by skipping: .ci/run installs it
-        (pytest.fail if os.environ.get('CI') else pytest.skip)('no chromium on PATH: apt-get install -y chromium')
+        (pytest.fail if os.environ.get('CI') else pytest.skip)('no chromium on PATH: bash .ci/setup (or apt-get install -y chromium)')
     engine, d, profile = site
     seen, problems = check_site(d, d / '_screenshots', profile)
     assert not problems, '\n'.join(problems[:40])

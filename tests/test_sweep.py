@@ -13,8 +13,8 @@ TIMEOUT = 600  # seconds a sweep may take on a loaded CI machine before a test g
 def slurm(tmp_path_factory):
     "A running one-node Slurm cluster; its daemons are stopped by pid afterwards."
     if not LocalSlurm.available():
-        if os.environ.get('CI'): pytest.fail('slurm-wlm and munge are missing: .ci/run installs them')
-        pytest.skip('slurm-wlm and munge not installed (apt-get install -y slurm-wlm munge)')
+        if os.environ.get('CI'): pytest.fail('slurm-wlm and munge are missing: bash .ci/setup installs them')
+        pytest.skip('slurm-wlm and munge not installed (bash .ci/setup, or apt-get install -y slurm-wlm munge)')
     with LocalSlurm(tmp_path_factory.mktemp('slurm')) as cluster: yield cluster
 
 @pytest.fixture(scope='module')
