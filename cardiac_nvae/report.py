@@ -17,8 +17,9 @@ __all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', '
            'PROVENANCE', 'README_MARKERS', 'model_name', 'canonical', 'cut_scale', 'record_rows', 'project_root',
            'default_sources', 'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch',
            'not_beta_sweep', 'table_rows', 'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table',
-           'compact_sweep', 'runs_table', 'adaptation_settings', 'report', 'render', 'what_reproduces', 'readme_table',
-           'update_readme_table', 'update_readme']
+           'compact_sweep', 'runs_table', 'adaptation_settings', 'report', 'render', 'chapter_records',
+           'correction_table', 'diagnosis_table', 'what_reproduces', 'readme_table', 'update_readme_table',
+           'update_readme']
 
 # %% ../nbs/09_results.ipynb #9cb4c445
 CANONICAL = {  # column: the names chapters use for it
@@ -418,6 +419,39 @@ def render(name, t):
     key = name.split()[-1]; spec = TABLES[key]
     text = f"### Table {key}: {spec['title']}\n\nours mean ± SE over runs [thesis]\n\n" + to_markdown(format_table(t, spec['by']))
     return text
+
+# %% ../nbs/09_results.ipynb #32dfdd6b
+def chapter_records(chapter, sources=None):
+    "`(run folder, record)` of every finished record.json of `chapter` below `sources` (default: `results/` and `runs/`)."
+    out = []
+    for src in ([sources] if isinstance(sources, (str, Path)) else sources or default_sources()):
+        src = Path(src)
+        if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
+        for f in ([src] if src.is_file() else sorted(src.rglob('record.json'))):
+            try: rec = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError) as e: raise ValueError(f"{f}: unreadable record ({e})") from None
+            if rec.get('chapter') == chapter and rec.get('status', 'done') == 'done': out.append((f.parent, rec))
+    return out
+
+def _data_name(rec): return 'phantom' if rec.get('phantom') else 'ACDC'
+
+def correction_table(sources=None):
+    "Beyond the thesis (chapter 10): per run and method, % AV (thesis, Painchaud) and 3D Dice before and after the correction."
+    rows = [dict(run=run.name, data=_data_name(rec), scale=rec.get('scale', 'quick'), **r)
+            for run, rec in chapter_records('10_correction', sources) for r in rec.get('metrics', {}).get('table', [])]
+    return pd.DataFrame(rows)
+
+def diagnosis_table(sources=None):
+    "Beyond the thesis (chapter 11): per run and feature set, k-fold accuracy (%) and test accuracy from expert and U-Net masks."
+    rows = []
+    for run, rec in chapter_records('11_diagnosis', sources):
+        m, test = rec.get('metrics', {}), {t['features']: t for t in rec.get('metrics', {}).get('test', [])}
+        for feats, cv in m.get('cv', {}).items():
+            t = test.get(feats, {})
+            rows.append(dict(run=run.name, data=_data_name(rec), classifier=rec.get('params', {}).get('classifier'), features=feats,
+                             patients=m.get('n_patients'), folds=m.get('folds'), **{'CV acc': cv['acc'], 'CV SD': cv['sd'],
+                             'test acc (expert masks)': t.get('ground truth'), 'test acc (U-Net masks)': t.get('U-Net')}))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09_results.ipynb #d7c54d53
 def _claim_row(claim, thesis, ours, rows):
