@@ -15,17 +15,6 @@ NOT_RUN = {
     'cardiac-nvae docs': 'tests/test_docs.py builds the site and opens every page in headless Chromium',
     'cardiac-nvae sweep sweeps/table61-thesis.yaml --executor slurm': 'a thesis-scale sweep for a GPU cluster; tests/test_sweep.py runs sweeps on a one-node Slurm',
 }
-# The chained runs of a later chapter on an earlier one (`-p simclr_run frds`, `-p nvae_run nvae`) fail on two known
-# faults until their fixes land; each xfail below matches only its own error message, so that any other failure fails,
-# and once both fixes are in the chain passes and the xfail goes quiet.
-PENDING = [
-    # a run named in a parameter is looked up in runs/ beside the chapter's working folder (its run folder), not in the
-    # --runs-dir the command line used: from outside a checkout it is never found (helper h21: CARDIAC_NVAE_RUNS_DIR)
-    (re.compile(r"RunError: no run '[^']+': not a folder, and not a run in"), 'a run named in -p is not looked up in --runs-dir (h21)'),
-    # 06_acunet does not take the slice size from its nvae_run (issue 22 section 3, helpers h18a/h18b)
-    (re.compile(r"ShapeEncoderError|encodes \d+x\d+ masks, this run has size="), '06_acunet does not take its size from nvae_run (h18a)'),
-]
-
 def sh_blocks(text):
     "The ```sh blocks of a markdown text, each as its list of lines."
     return [[l.rstrip() for l in b.strip().splitlines()] for b in re.findall(r"```sh\n(.*?)```", text, re.S)]
@@ -63,9 +52,6 @@ def test_readme_block_runs_as_printed(lines, tmp_path):
     shutil.copytree(ROOT / 'sweeps', work / 'sweeps')  # specs the README names relative to a clone's root
     r = run_block(runnable(lines), work)
     out = r.stdout + r.stderr
-    if r.returncode and re.search(r'-p \w+_run ', '\n'.join(lines)):
-        for pattern, why in PENDING:
-            if pattern.search(out): pytest.xfail(f'{why}: {pattern.search(out).group()}')
     assert r.returncode == 0, f"README block failed (exit {r.returncode}):\n" + '\n'.join(lines) + '\n---\n' + out[-4000:]
     runs = work / 'runs'
     text = '\n'.join(lines)
@@ -80,7 +66,7 @@ def test_readme_block_runs_as_printed(lines, tmp_path):
         for name in re.findall(r'--name (\S+)', text): assert record(runs / name)['status'] == 'done', name
         acu = next(re.search(r'--name (\S+)', l).group(1) for l in lines if '-p nvae_run' in l)
         size = record(runs / acu)['parameters'].get('size')
-        # the part that depends on the size-from-run fix (h18a): the chapter says it took the NVAE run's size
+        # 06 takes its slice size from the NVAE run: the chapter says so
         assert re.search(r'size=\d+: taken from nvae_run', (runs / acu / '06_acunet.ipynb').read_text()), f'{acu}: no "taken from nvae_run" line (size param {size})'
     if 'cardiac-nvae sweep' in text and '--status' in text:
         tables = next(Path(work / m) for m in re.findall(r'--out (\S+)', text))
