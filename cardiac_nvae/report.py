@@ -4,12 +4,13 @@
 
 # %% ../nbs/09_results.ipynb #7d66b69f
 from __future__ import annotations
-import json, math
+import json, math, sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .data import record_problem
 from .metrics import welch_test
 
 # %% auto #0
@@ -116,14 +117,17 @@ def collect(sources=None, done_only=True):
         if src.is_file() and src.name != 'record.json': raise ValueError(f"{src}: not a record.json nor a folder of runs")
         files = [src] if src.is_file() else sorted(src.rglob('record.json'))  # a run folder holds its own record.json
         recs = {}
-        for f in files:
-            try: recs[f.parent] = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as e: raise ValueError(f"{f}: unreadable record ({e})") from None
+        for f in files:  # one bad record is named and left out; the others still make the tables
+            try: rec = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: rec, why = None, f"unreadable ({e})"
+            else: why = record_problem(rec)
+            if why: print(f"{f}: left out, {why}", file=sys.stderr); continue
+            recs[f.parent] = rec
         for run, rec in recs.items():
             outer = next((recs[p] for p in run.parents if p in recs), None)
             if outer:  # a model's record inside a chapter's run (the baselines chapter writes one per model): the run's identity
                 rec = {**{k: outer[k] for k in INHERIT if k in outer}, **rec}
-            if done_only and rec.get('status', 'done') != 'done': continue
+            if done_only and rec.get('status') != 'done': continue  # a record without a status is not a finished run
             ident = (rec.get('host'), rec.get('pid'), rec.get('started'), rec.get('chapter'), run.name)
             if rec.get('started') and ident in seen: continue  # the same run published in results/ and kept in runs/
             seen.add(ident)
@@ -429,8 +433,8 @@ def chapter_records(chapter, sources=None):
         if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
         for f in ([src] if src.is_file() else sorted(src.rglob('record.json'))):
             try: rec = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as e: raise ValueError(f"{f}: unreadable record ({e})") from None
-            if rec.get('chapter') == chapter and rec.get('status', 'done') == 'done': out.append((f.parent, rec))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError): continue  # `collect` names bad records; here they are no run
+            if not record_problem(rec) and rec.get('chapter') == chapter and rec.get('status') == 'done': out.append((f.parent, rec))
     return out
 
 def _data_name(rec): return 'phantom' if rec.get('phantom') else 'ACDC'
