@@ -1,5 +1,5 @@
 """A wall-clock deadline (issue 19): a fit stops after the epoch in which it passes, keeps its best checkpoint, is evaluated, and its record says so."""
-import json
+import json, os
 
 import pandas as pd
 import pytest
@@ -31,6 +31,7 @@ def clock(monkeypatch):
     train.FITS.clear()
     yield c
     train.FITS.clear()
+    os.environ.pop(DEADLINE_ENV, None)  # start_deadline sets it directly: monkeypatch would leave it to the tests that follow
 
 
 def fit_tiny(path, clock, epochs, deadline=None):

@@ -39,7 +39,7 @@ def test_ci_runs_every_notebook_on_the_phantom_too_and_one_setup_script():
     skip = re.search(r"--skip_file_re '([^']+)'", phantom)
     if skip:  # a notebook left out of the phantom pass must read no data (the first pass then ran it as the phantom pass would)
         left_out = [nb for nb in chapters() if re.search(skip.group(1), nb.name)]
-        reads = [nb.name for nb in left_out if re.search(r'data_root|shared_data_root|load_slices|phantom', nb.read_text())]
+        reads = [nb.name for nb in left_out if re.search(r'\bdata_root\s*=|shared_data_root\(|load_slices\(|resolve_data_root\(|phantom_data_root\(|make_phantom\(', nb.read_text())]
         assert not reads, f'.ci/run leaves {reads} out of the phantom pass, but they read data'
     assert not any('apt-get' in l for l in ci), '.ci/run installs system packages itself: that belongs in .ci/setup, which the README calls too'
     setup = (ROOT / '.ci' / 'setup').read_text()
