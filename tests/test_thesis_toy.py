@@ -92,7 +92,5 @@ def test_toy_alpha_sweep(toy_sweep):
     assert t[t['run'] != 'omega']['omega'].nunique() == 1  # one omega for every seed and alpha
 
 def test_toy_table_6_4(toy_tables):
-    t = toy_tables.get('table 6.4')
-    if t is None or runs_of(t, 'model', 'U-Net') == 0:
-        pytest.xfail("table 6.4 from 06 records ('results' entries) comes with the branch that fixes the report's 6.4 (h18a)")
+    t = toy_tables['table 6.4']  # one row per model and seed from 06's per_seed entries
     for m in ('U-Net', 'ACU-Net'): assert runs_of(t, 'model', m) == SEEDS, t[['model', 'runs']]
