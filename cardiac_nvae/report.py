@@ -74,6 +74,7 @@ def record_rows(rec, run=''):
                 n_train=_first({**params, **metrics, **rec}, 'n_train', 'train', 'train_slices', 'train_size'),
                 device=_first({**rec, **params}, 'device'), commit=(rec.get('git_commit') or '')[:7] or None,
                 data=rec.get('data_fingerprint'),
+                phantom=bool(rec.get('phantom')),  # the embedded phantom, not real data: said wherever the row is shown
                 scale=sw.get('scale') or rec.get('scale') or params.get('scale') or 'quick',
                 sweep=sw.get('name'), stage=sw.get('stage'), varying=','.join(sw.get('varying') or {}) or None,
                 model=model_name(_first(params, 'model', 'kind') or (_nvae_label(params) if params.get('config') else chapter)))
@@ -462,7 +463,8 @@ def _claim_row(claim, thesis, ours, rows):
     if rows is not None and len(rows): rows = distinct_runs(rows)[0]  # identical reruns are one run here too
     how = '-' if rows is None or not len(rows) else (
         f"{len(rows)} run(s) of {_values(rows['chapter'])}, {_values(rows['scale'])} scale, epochs {_values(rows['epochs'])}, "
-        f"train {_values(rows['n_train'])}, commit {_values(rows['commit'])}")
+        f"train {_values(rows['n_train'])}, commit {_values(rows['commit'])}"
+        + (', on the phantom' if 'phantom' in rows and rows['phantom'].fillna(False).astype(bool).any() else ''))
     return dict(claim=claim, thesis=thesis, ours='not run yet' if ours is None or pd.isna(ours) else ours, how=how)
 
 def what_reproduces(df):
