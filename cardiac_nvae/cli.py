@@ -368,7 +368,19 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
         try: update_record(out, **final)
         except OSError as e:  # the record cannot be written (full disk): say so, keep the run's own error
             print(f"error: {out / 'record.json'}: not updated to {final.get('status')} ({e.strerror or e})", file=sys.stderr)
+    drop_resume_checkpoints(out)
     return out
+
+def drop_resume_checkpoints(run):
+    "A finished quick run keeps the weights later chapters load (`best.pth`), not its resume checkpoints (`last.pth`); bytes freed."
+    try: rec = read_record(run)
+    except (OSError, ValueError): return 0  # an unreadable record: keep everything
+    # a thesis-scale run, or one cut by its deadline, may be continued with more epochs: its last.pth stays
+    if not isinstance(rec, dict) or rec.get('status') != 'done' or rec.get('scale') == 'thesis' or rec.get('stopped_at_deadline'): return 0
+    freed = 0
+    for f in Path(run).rglob('last.pth'):
+        if f.is_file(): freed += f.stat().st_size; f.unlink()
+    return freed
 
 def _execute(chapter, output, params, out, watcher, runtime):
     "papermill with an engine that reports the executing cell to `watcher`; the kernel's connection file in `runtime`."

@@ -248,3 +248,17 @@ def test_low_bad_command_line_values_are_one_line_errors(tmp_path, toy):
     assert rc != 0 and one_error_line(out) == f"error: {tmp_path / 'missing.yaml'}: sweep spec not found"
     rc, out = cnv('sweep', tmp_path / 'missing.yaml', '--debug')
     assert rc != 0 and 'Traceback' in out and 'SpecError' in out  # --debug shows where
+
+def test_a_finished_quick_run_keeps_best_not_last_checkpoints(tmp_path):
+    "Issue 23: quick runs keep only the weights a later chapter loads; a thesis-scale run keeps last.pth to be continued."
+    cell = ("import os\nfrom pathlib import Path\nfrom cardiac_nvae.train import write_record\nd = Path(os.environ['CARDIAC_NVAE_RUN_DIR'])\n"
+            "for f in ('best.pth', 'last.pth', 'simclr/best.pth', 'simclr/last.pth'):\n"
+            "    (d / f).parent.mkdir(exist_ok=True); (d / f).write_bytes(b'x' * 1000)\n"
+            "write_record(d, params={}, metrics={}, chapter='toy', scale=scale)")
+    nb = chapter(tmp_path / 'ck.ipynb', "scale = 'quick'", cell)
+    for scale in ('quick', 'thesis'):
+        rc, out = cnv('run', nb, '--runs-dir', tmp_path / 'runs', '--name', scale, '-p', 'scale', scale, '--quiet')
+        assert rc == 0, out[-2000:]
+    left = lambda name: sorted(p.relative_to(tmp_path / 'runs' / name).as_posix() for p in (tmp_path / 'runs' / name).rglob('*.pth'))
+    assert left('quick') == ['best.pth', 'simclr/best.pth']
+    assert left('thesis') == ['best.pth', 'last.pth', 'simclr/best.pth', 'simclr/last.pth']
