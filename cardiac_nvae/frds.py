@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import one_hot, seeded_subset, CLASSES, STRUCTURES
+from .data import one_hot, seeded_subset, show_path, CLASSES, STRUCTURES
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INCEPTION_FILE', 'QUICK_SIMCLR', 'SIMCLR_CHECKPOINT', 'DISTURBANCES',
@@ -120,7 +120,7 @@ def inception_weights_path(path=None):
     "Path of Inception-v3 ImageNet weights: `path` if given, else torch's checkpoint cache; raise `MissingWeightsError` naming the file when absent."
     p = Path(path) if path is not None else Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE
     if not p.exists():
-        raise MissingWeightsError(f"{p}: Inception-v3 ImageNet weights are missing (FID needs torchvision's {INCEPTION_FILE}; "
+        raise MissingWeightsError(f"{path if path is not None else show_path(p)}: Inception-v3 ImageNet weights are missing (FID needs torchvision's {INCEPTION_FILE}; "
                                   "copy it there or pass its path); FID is skipped")
     return p
 

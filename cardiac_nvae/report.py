@@ -462,7 +462,7 @@ def diagnosis_table(sources=None):
 def _claim_row(claim, thesis, ours, rows):
     if rows is not None and len(rows): rows = distinct_runs(rows)[0]  # identical reruns are one run here too
     how = '-' if rows is None or not len(rows) else (
-        f"{len(rows)} run(s) of {_values(rows['chapter'])}, {_values(rows['scale'])} scale, epochs {_values(rows['epochs'])}, "
+        f"{rows['run'].nunique() if 'run' in rows else len(rows)} run(s) of {_values(rows['chapter'])}, {_values(rows['scale'])} scale, epochs {_values(rows['epochs'])}, "
         f"train {_values(rows['n_train'])}, commit {_values(rows['commit'])}"
         + (', on the phantom' if 'phantom' in rows and rows['phantom'].fillna(False).astype(bool).any() else ''))
     return dict(claim=claim, thesis=thesis, ours='not run yet' if ours is None or pd.isna(ours) else ours, how=how)
@@ -485,7 +485,7 @@ def what_reproduces(df):
         if {'U-Net', 'ACU-Net'} <= set(g.index):
             ours = fmt.format(g['ACU-Net'] - g['U-Net'])
             w = welch(t4, 'model', 'U-Net', 'ACU-Net', col)
-            if w: ours += f" (p = {w['p']:.3f})"
+            if w: ours += f" (p = {w['p']:.3f})" if np.isfinite(w['p']) else ' (p undefined: no spread in either model)'
         out.append(_claim_row(f'ACU-Net vs U-Net on ACDC ({col}), table 6.4', thesis, ours, t4))
     t6 = prefer_thesis(table_rows(df, '6.6'), ['model', 'centre'])
     t6 = t6[t6['centre'] != 'All'] if 'centre' in t6 else t6  # the mean over centres, not the pooled row

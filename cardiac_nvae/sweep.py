@@ -329,6 +329,7 @@ def sweep_status(sweep_dir, env=None):
 def format_status(rows, each=None, errors=None):
     "The status table as aligned text, then the points that are not done."
     cols = ['stage', 'chapter', 'points', *STATES]
+    rows = [{**r, 'chapter': Path(str(r['chapter'])).stem} for r in rows]  # a chapter given by its path: its name (no machine path)
     w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     lines = ['  '.join(str(c).ljust(w[c]) for c in cols)] + ['  '.join(str(r[c]).ljust(w[c]) for c in cols) for r in rows]
     lines += [f"  {s:8} {n}" + (f"  {errors[n]}" if (errors or {}).get(n) else '') for n, s in (each or {}).items() if s != 'done']
