@@ -4,6 +4,7 @@ import os, time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cardiac_nvae.sweep import plan, seed_of, sweep, sweep_status
@@ -47,7 +48,8 @@ def toy_tables(toy_sweep):
 
 def runs_of(t, key, value):
     "The `runs` of the row of table `t` whose `key` column is `value` (0 when absent)."
-    r = t[t[key].astype(str) == str(value)]
+    same = (pd.to_numeric(t[key], errors='coerce') == value) if isinstance(value, (int, float)) else (t[key].astype(str) == str(value))
+    r = t[same]  # numbers compare as numbers: a summary may hold the layer count 1 as 1.0
     return int(r['runs'].iloc[0]) if len(r) else 0
 
 def test_toy_sweep_every_point_done(toy_sweep):
