@@ -16,9 +16,9 @@ from .metrics import welch_test
 # %% auto #0
 __all__ = ['CANONICAL', 'EXPAND', 'MODEL_NAMES', 'INHERIT', 'KEEP', 'METRICS', 'TABLE_METRICS', 'IDENTITY_SKIP', 'TABLES',
            'PROVENANCE', 'README_MARKERS', 'model_name', 'canonical', 'cut_scale', 'record_rows', 'project_root',
-           'default_sources', 'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise', 'welch',
-           'not_beta_sweep', 'table_rows', 'thesis_table', 'format_table', 'runs_text', 'to_markdown', 'sweep_table',
-           'compact_sweep', 'runs_table', 'adaptation_settings', 'report', 'render', 'chapter_records',
+           'default_sources', 'read_records', 'collect', 'publish', 'prefer_thesis', 'distinct_runs', 'summarise',
+           'welch', 'not_beta_sweep', 'table_rows', 'thesis_table', 'format_table', 'runs_text', 'to_markdown',
+           'sweep_table', 'compact_sweep', 'runs_table', 'adaptation_settings', 'report', 'render', 'chapter_records',
            'correction_table', 'diagnosis_table', 'what_reproduces', 'readme_table', 'update_readme_table',
            'update_readme']
 
@@ -109,21 +109,27 @@ def default_sources():
 
 INHERIT = ('chapter', 'notebook', 'sweep', 'status', 'scale', 'device', 'git_commit')
 
+def read_records(src, quiet=False):
+    "{run folder: record} of the sound record.json files below `src` (a folder, or one record); a bad one is named on stderr and left out."
+    src = Path(src)
+    if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
+    if src.is_file() and src.name != 'record.json': raise ValueError(f"{src}: not a record.json nor a folder of runs")
+    recs = {}
+    for f in [src] if src.is_file() else sorted(src.rglob('record.json')):  # a run folder holds its own record.json
+        try: rec = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: rec, why = None, f"unreadable ({e})"
+        else: why = record_problem(rec)
+        if why:  # one bad record is named and left out; the others still make the tables
+            if not quiet: print(f"{f}: left out, {why}", file=sys.stderr)
+            continue
+        recs[f.parent] = rec
+    return recs
+
 def collect(sources=None, done_only=True):
     "A DataFrame of table rows from every record.json below `sources` (folders or record files)."
     rows, seen = [], set()
     for src in ([sources] if isinstance(sources, (str, Path)) else sources or default_sources()):
-        src = Path(src)
-        if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
-        if src.is_file() and src.name != 'record.json': raise ValueError(f"{src}: not a record.json nor a folder of runs")
-        files = [src] if src.is_file() else sorted(src.rglob('record.json'))  # a run folder holds its own record.json
-        recs = {}
-        for f in files:  # one bad record is named and left out; the others still make the tables
-            try: rec = json.loads(f.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: rec, why = None, f"unreadable ({e})"
-            else: why = record_problem(rec)
-            if why: print(f"{f}: left out, {why}", file=sys.stderr); continue
-            recs[f.parent] = rec
+        recs = read_records(src)
         for run, rec in recs.items():
             outer = next((recs[p] for p in run.parents if p in recs), None)
             if outer:  # a model's record inside a chapter's run (the baselines chapter writes one per model): the run's identity
@@ -428,15 +434,9 @@ def render(name, t):
 # %% ../nbs/09_results.ipynb #32dfdd6b
 def chapter_records(chapter, sources=None):
     "`(run folder, record)` of every finished record.json of `chapter` below `sources` (default: `results/` and `runs/`)."
-    out = []
-    for src in ([sources] if isinstance(sources, (str, Path)) else sources or default_sources()):
-        src = Path(src)
-        if not src.exists(): raise FileNotFoundError(f"{src}: no such folder of run records")
-        for f in ([src] if src.is_file() else sorted(src.rglob('record.json'))):
-            try: rec = json.loads(f.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError): continue  # `collect` names bad records; here they are no run
-            if not record_problem(rec) and rec.get('chapter') == chapter and rec.get('status') == 'done': out.append((f.parent, rec))
-    return out
+    srcs = [sources] if isinstance(sources, (str, Path)) else sources or default_sources()
+    return [(run, rec) for src in srcs for run, rec in read_records(src, quiet=True).items()  # `collect` names the bad ones
+            if rec.get('chapter') == chapter and rec.get('status') == 'done']
 
 def _data_name(rec): return 'phantom' if rec.get('phantom') else 'ACDC'
 
