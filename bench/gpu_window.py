@@ -8,7 +8,7 @@
 Stages are chapters run through `cardiac-nvae run` with their THESIS parameters and a `deadline` parameter, as
 concurrent processes: the GPU is op-bound for these small models, so one process leaves it mostly idle.
 """
-import argparse, json, math, os, shutil, subprocess, sys, tarfile, time
+import argparse, io, json, math, os, shutil, subprocess, sys, tarfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def step_bench(cuda_graph, steps, bs=8, seed=0, size=128):
                          cuda_graph=cuda_graph, nan_check_every=50)
     learn.fit(1, 1e-2)
     dt = np.diff(clock.t[2:])  # the first steps: warm-up and capture
-    return dict(ms=float(np.median(dt) * 1e3), steps=len(dt), path=getattr(learn, 'step_path', 'eager'))
+    return dict(ms=float(np.median(dt) * 1e3), steps=len(dt), path=getattr(learn, 'step_path', 'eager'), amp=learn.speed.get('amp'))
 
 def measure(seconds=50, toy=False):
     "The measuring phase: NVAE step eager and captured alone, then eager beside other processes; a table and a dict."
@@ -199,7 +199,7 @@ def measure(seconds=50, toy=False):
     m = dict(nvae_eager_ms=alone, nvae_graph_ms=captured['ms'] if captured.get('path') == 'cuda-graph' else None,
              shared_slowdown=(shared / alone) if alone and shared else None, rows=rows, seconds=round(time.time() - t0, 1))
     print(f"{'NVAE Default-N step, batch 8':32} {'ms/step':>8}  path")
-    for k, r in rows.items(): print(f"{k:32} {r['ms'] if r['ms'] is None else round(r['ms'], 1)!s:>8}  {r.get('path')}")
+    for k, r in rows.items(): print(f"{k:32} {r['ms'] if r['ms'] is None else round(r['ms'], 1)!s:>8}  {r.get('path')}, amp {r.get('amp')}")
     print(f"measured in {m['seconds']} s; slowdown beside others x{m['shared_slowdown'] or float('nan'):.2f}")
     return m
 
@@ -248,8 +248,18 @@ def archive(work, out):
     tmp = Path(out) / '.gpu_window.tgz.tmp'
     with tarfile.open(tmp, 'w:gz') as t:
         for f in sorted(Path(work).rglob('*')):
-            if f.is_file() and f.suffix in KEEP and f.stat().st_size < 8 * 2 ** 20: t.add(f, str(f.relative_to(work)))
+            try:
+                if not (f.is_file() and f.suffix in KEEP and f.stat().st_size < 8 * 2 ** 20): continue
+                data = f.read_bytes()  # one snapshot: a running stage may rewrite the file while the archive is written
+            except OSError: continue  # gone meanwhile (a temporary file renamed into place)
+            info = tarfile.TarInfo(str(f.relative_to(work))); info.size, info.mtime = len(data), time.time()
+            t.addfile(info, io.BytesIO(data))
     os.replace(tmp, Path(out) / 'gpu_window.tgz')
+
+def safe_archive(work, out, say):
+    "`archive`, never ending the window: a failure is logged and the next archive tries again."
+    try: archive(work, out)
+    except Exception as e: say(f"archive failed ({type(e).__name__}: {e}); the next one tries again")
 
 def stage_speed(stage, measured):
     "The `$CARDIAC_NVAE_SPEED` of a stage: the graph flag where the measured captured step won, NaN checks every 50 steps."
@@ -295,26 +305,34 @@ def device(limit, out, work, results, toy=False, t0=None, stages=None):
         finished[key] = rc
         run, info = runs[key]
         if run.is_dir(): (run / 'window.json').write_text(json.dumps(dict(info, returncode=rc), indent=1, default=str))
-        say(f"[{time.time() - t0:5.0f} s] {key} exit {rc}"); archive(work, out)
+        say(f"[{time.time() - t0:5.0f} s] {key} exit {rc}"); safe_archive(work, out, say)
     todo = [e for e in plan if not e.get('skip') and (not stages or e['stage'] in stages)]  # --stages: a part of the window
     for e in [e for e in todo if e['after'] is None]: launch(e)
     waiting = [e for e in todo if e['after'] is not None]
-    hard = t0 + limit - margin
-    while procs or waiting:
-        time.sleep(1 if toy else 5)
-        for key, p in list(procs.items()):
-            if p.poll() is not None: del procs[key]; close(key, p.returncode)
-        for e in list(waiting):
-            if finished.get(e['after']) == 0:  # the NVAE is done: its seeds start, with what is left of the window
-                left = hard - time.time()
-                launch(dict(e, deadline_s=max(1, round(left - EVAL_S[e['stage']] - START_S))), nvae_run=runs[e['after']][0])
-                waiting.remove(e)
-            elif e['after'] in finished or (e['after'] not in procs and e['after'] not in runs):
-                say(f"{e['stage']} not started: {e['after']} did not finish"); waiting.remove(e)
-        if time.time() > hard:
+    hard, last_archive = t0 + limit - margin, time.time()
+    try:
+        while procs or waiting:
+            time.sleep(1 if toy else 5)
             for key, p in list(procs.items()):
-                p.kill(); p.wait(); del procs[key]; close(key, 'killed at the end of the window')
-            waiting = []
+                if p.poll() is not None: del procs[key]; close(key, p.returncode)
+            for e in list(waiting):
+                if finished.get(e['after']) == 0:  # the NVAE is done: its seeds start, with what is left of the window
+                    left = hard - time.time()
+                    launch(dict(e, deadline_s=max(1, round(left - EVAL_S[e['stage']] - START_S))), nvae_run=runs[e['after']][0])
+                    waiting.remove(e)
+                elif e['after'] in finished or (e['after'] not in procs and e['after'] not in runs):
+                    say(f"{e['stage']} not started: {e['after']} did not finish"); waiting.remove(e)
+            if time.time() > hard:
+                for key, p in list(procs.items()):
+                    p.kill(); p.wait(); del procs[key]; close(key, 'killed at the end of the window')
+                waiting = []
+            if time.time() - last_archive > 60:  # logs of running stages too, should the call be cut short
+                safe_archive(work, out, say); last_archive = time.time()
+    except BaseException as e:  # the window's own error: stop its stages and keep what they wrote
+        say(f"window error: {type(e).__name__}: {e}")
+        for key, p in list(procs.items()): p.kill(); p.wait(); close(key, f'killed: window error {type(e).__name__}')
+        raise
+    finally: safe_archive(work, out, say)
     summary = dict(finished=finished, seconds=round(time.time() - t0, 1), device=dev, toy=toy, budget_s=round(budget))
     (work / 'summary.json').write_text(json.dumps(summary, indent=1))
     archive(work, out)

@@ -690,6 +690,7 @@ def make_learner(model, dls, terms_fn=None, weights=None, opt_func=Adam, lr=6e-5
     channels_last = env.get('channels_last', False) if channels_last is None else channels_last
     nan_check_every = env.get('nan_check_every', 1) if nan_check_every is None else nan_check_every
     cuda_graph = env.get('cuda_graph', False) if cuda_graph is None else cuda_graph
+    if cuda_graph and amp is None: amp = False  # fp16 loss scaling steps on the host, which no graph can hold: fp32 (or amp='bf16')
     dtype = amp_dtype(amp, device)
     if seed is not None:
         seed_everything(seed)

@@ -99,3 +99,20 @@ def test_archive_keeps_records_not_weights(tmp_path):
     (w / 'runs' / 'r' / 'record.json').write_text('{}'); (w / 'runs' / 'r' / 'best.pth').write_bytes(b'x')
     gw.archive(w, tmp_path)
     with tarfile.open(tmp_path / 'gpu_window.tgz') as t: assert t.getnames() == ['runs/r/record.json']
+
+
+def test_archive_survives_files_rewritten_while_it_runs(tmp_path):
+    import threading
+    work, out = tmp_path / 'work', tmp_path / 'out'; (work / 'runs' / 'r').mkdir(parents=True); out.mkdir()
+    log = work / 'runs' / 'r' / 'log.csv'
+    stop = threading.Event()
+    def rewrite():  # a running stage: the file shrinks and grows while the archive reads it
+        while not stop.is_set():
+            log.write_text('x' * 2_000_000); log.write_text('')
+    t = threading.Thread(target=rewrite); t.start()
+    try:
+        for _ in range(60): gw.archive(work, out)
+    finally: stop.set(); t.join()
+    with tarfile.open(out / 'gpu_window.tgz') as tar:
+        m = tar.getmember('runs/r/log.csv'); assert 0 <= m.size <= 2_000_000  # a snapshot, maybe mid-write
+        assert len(tar.extractfile(m).read()) == m.size
