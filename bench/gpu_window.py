@@ -243,17 +243,22 @@ def results_done(results):
 
 KEEP = ('.json', '.csv', '.npy', '.npz', '.ipynb', '.txt', '.md', '.yaml')  # records, logs, figure arrays; never weights
 
-def archive(work, out):
+BACK_MIB = 15.5  # the device tool brings back files of at most 16 MiB
+
+def archive(work, out, small_only=False):
     "Write `out/gpu_window.tgz` (records, logs, figure arrays, no weights) atomically: whatever happens later, it is there."
     tmp = Path(out) / '.gpu_window.tgz.tmp'
+    cap = 2 ** 20 if small_only else 8 * 2 ** 20  # too large to come back: records and logs first, big arrays left out
     with tarfile.open(tmp, 'w:gz') as t:
         for f in sorted(Path(work).rglob('*')):
+            if f.relative_to(work).parts[0] in ('site', 'cache'): continue  # the installed wheels and the slice cache
             try:
-                if not (f.is_file() and f.suffix in KEEP and f.stat().st_size < 8 * 2 ** 20): continue
+                if not (f.is_file() and f.suffix in KEEP and f.stat().st_size < cap): continue
                 data = f.read_bytes()  # one snapshot: a running stage may rewrite the file while the archive is written
             except OSError: continue  # gone meanwhile (a temporary file renamed into place)
             info = tarfile.TarInfo(str(f.relative_to(work))); info.size, info.mtime = len(data), time.time()
             t.addfile(info, io.BytesIO(data))
+    if not small_only and tmp.stat().st_size > BACK_MIB * 2 ** 20: return archive(work, out, small_only=True)
     os.replace(tmp, Path(out) / 'gpu_window.tgz')
 
 def safe_archive(work, out, say):
