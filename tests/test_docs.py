@@ -185,6 +185,8 @@ def check_site(site, shots, profile):
                 problems.append(f'{p}: link to a missing anchor {link}')
     return seen, problems
 
+pytestmark = pytest.mark.xdist_group('docs')  # the site is built once, on one xdist worker
+
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp('docs')

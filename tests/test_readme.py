@@ -45,6 +45,7 @@ def run_block(lines, cwd):
 def record(run):
     return json.loads((run / 'record.json').read_text())
 
+@pytest.mark.slow
 @pytest.mark.parametrize('lines', BLOCKS, ids=[re.sub(r'\W+', '-', b[0])[:50] for b in BLOCKS])
 def test_readme_block_runs_as_printed(lines, tmp_path):
     work = tmp_path / 'newcomer'; work.mkdir()

@@ -13,7 +13,7 @@ from cardiac_nvae.phantom import phantom_data_root
 from cardiac_nvae.report import collect, report, table_rows
 from cardiac_nvae.train import RunMismatchError, params_from_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('records')]  # one worker builds the runs once
 
 TOY_04 = dict(train_slices=24, valid_slices=8, test_patients=1, epochs=1, n_generate=8, other_epochs=0, simclr_epochs=1,
               encoder_size=32, warmup_steps=10)

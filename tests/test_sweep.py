@@ -7,6 +7,8 @@ import pytest
 from cardiac_nvae.sweep import (LocalSlurm, read_json, slurm_queue, sweep, sweep_status,
                                 format_status, write_toy_chapter)
 
+pytestmark = pytest.mark.xdist_group('slurm')  # one cluster and one toy chapter, on one xdist worker
+
 TIMEOUT = 600  # seconds a sweep may take on a loaded CI machine before a test gives up
 
 @pytest.fixture(scope='module')

@@ -57,6 +57,9 @@ def test_adaptation_thesis_links_each_seed_to_its_own_acdc_models(tmp_path):
     alphas = {p['params']['alpha'] for p in plan(ROOT / 'sweeps' / 'acunet-thesis.yaml', tmp_path) if p['stage'] == 'alpha'}
     assert min(alphas) == 0 and max(alphas) == 1000  # table 4.3's range
 
+# the quick adaptation sweep runs once, on one xdist worker, and first (it takes minutes)
+def adaptation(test): return pytest.mark.slow(pytest.mark.xdist_group('adaptation')(test))
+
 @pytest.fixture(scope='module')
 def quick_adaptation(tmp_path_factory):
     "The quick adaptation sweep, reduced, run locally: (sweep folder, results of the points)."
@@ -64,6 +67,7 @@ def quick_adaptation(tmp_path_factory):
     sd, res = sweep(reduced(ROOT / 'sweeps' / 'adaptation-quick.yaml'), 'local', workers=1, runs_dir=runs)
     return sd, res
 
+@adaptation
 def test_quick_adaptation_sweep_finishes_every_point(quick_adaptation):
     sd, res = quick_adaptation
     logs = {n: (sd / 'logs' / f'{n}.log').read_text()[-1500:] for n, s in res.items() if s != 'done'}
@@ -71,6 +75,7 @@ def test_quick_adaptation_sweep_finishes_every_point(quick_adaptation):
     _, each = sweep_status(sd)
     assert set(each.values()) == {'done'}
 
+@adaptation
 def test_quick_adaptation_report_fills_tables_6_5_and_6_6(quick_adaptation, tmp_path):
     sd, _ = quick_adaptation
     out = subprocess.run([sys.executable, '-m', 'cardiac_nvae.cli', 'report', str(sd), '--out', str(tmp_path)],
@@ -105,6 +110,7 @@ def mnms_without_validation(tmp_path_factory):
     shutil.rmtree(dest / 'Validation'); shutil.rmtree(dest / 'Training')
     return dest
 
+@adaptation
 def test_zero_shot_runs_on_data_without_training_partitions(quick_adaptation, mnms_without_validation, tmp_path):
     sd, _ = quick_adaptation
     acdc = sd / 'acunet-seeds=0'
@@ -114,6 +120,7 @@ def test_zero_shot_runs_on_data_without_training_partitions(quick_adaptation, mn
     assert rec['params']['size'] == json.loads((acdc / 'record.json').read_text())['params']['size']  # the run's size, not 32
     assert {r['setting'] for r in rec['metrics']['per_seed']} == {'zero-shot'}
 
+@adaptation
 def test_centre_agnostic_without_validation_is_a_data_error(quick_adaptation, mnms_without_validation, tmp_path):
     sd, _ = quick_adaptation
     acdc = sd / 'acunet-seeds=0'
