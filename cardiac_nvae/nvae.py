@@ -57,7 +57,10 @@ class DecoderCell(nn.Module):
                                   nn.Conv2d(e, e, 5, padding=2, groups=e, bias=False), _bn(e), nn.SiLU(),
                                   nn.Conv2d(e, c, 1, bias=False), _bn(c), SqueezeExcite(c))
 
-    def forward(self, x): return x + self.residual_scale * self.body(x)
+    def forward(self, x):
+        # on CPU the body runs channels-last: oneDNN's depthwise 5x5 backward is 2-3x faster there (the same values)
+        body = self.body(x.contiguous(memory_format=torch.channels_last)).contiguous() if x.device.type == 'cpu' else self.body(x)
+        return x + self.residual_scale * body
 
 def residual_block(cell, channels, n_cells=2, **kw):
     "A residual block: `n_cells` cells of type `cell` in sequence (thesis 4.2.2 uses 2)."
