@@ -10,16 +10,14 @@ Usage: python bench/chapter_times.py [CHAPTER ...] [--update-readme] [--keep DIR
 import argparse, json, os, re, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
+from cardiac_nvae.cli import chapters  # the notebooks `cardiac-nvae run` runs: those with a parameters cell
+
 ROOT = Path(__file__).resolve().parents[1]
 COLUMN = 'quick run'
 NOTE = ("*quick run*: CPU time of `cardiac-nvae run CHAPTER` with the chapter's quick defaults on the phantom, with "
         "its papermill kernel, one run at a time (`python bench/chapter_times.py`); chapters train on one thread, so on an "
         "otherwise idle machine the wall time is about the same. A chapter given an earlier run (`-p nvae_run NAME`, ...) "
         "skips the models it would otherwise train inline.")
-
-
-def chapters():
-    return sorted(p.stem for p in (ROOT / 'nbs').glob('[0-9][0-9]*_*.ipynb'))
 
 
 def module_of(stem):

@@ -5,6 +5,11 @@ from pathlib import Path
 
 import yaml
 
+# papermill -> nbformat -> jsonschema imports rfc3987_syntax when it is installed (jupyterlab brings it), only to check the
+# 'iri' string formats that no notebook schema uses; that import compiles ~40 grammars: 1.1 s of CPU in every command that
+# runs a notebook. Marked absent, jsonschema skips those two format checks (it imports it under suppress(ImportError)).
+sys.modules.setdefault('rfc3987_syntax', None)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def notebooks_dir():
@@ -13,10 +18,15 @@ def notebooks_dir():
     if not d.is_dir(): raise SystemExit(f"error: {d} not found: `cardiac-nvae run` needs a clone of the project (pip install -e .)")
     return d
 
+def _has_parameters_cell(nb):
+    try: cells = json.loads(Path(nb).read_text())['cells']
+    except (OSError, ValueError, KeyError, TypeError): return False
+    return any('parameters' in c.get('metadata', {}).get('tags', []) for c in cells)
+
 def chapters():
-    "Stems of the chapter notebooks ('00_data', ...), or [] outside a clone."
+    "Stems of the chapter notebooks ('00_data', ...), those with a `parameters` cell (00a_records has none); [] outside a clone."
     d = PROJECT_ROOT / 'nbs'
-    return sorted(q.stem for q in d.glob('[0-9]*.ipynb')) if d.is_dir() else []
+    return sorted(q.stem for q in d.glob('[0-9]*.ipynb') if _has_parameters_cell(q)) if d.is_dir() else []
 
 def _number(stem):
     "The chapter number of a stem ('06_acunet' -> 6), or None ('02b_metrics' has none but its id)."
@@ -111,7 +121,7 @@ def check_params(nb, params, cwd=None):
 # ---------------------------------------------------------------- run folders and records
 def new_run_dir(runs_dir, name):
     "Create `runs_dir/name` (refusing to reuse an existing folder), or a fresh timestamped folder when `name` is None."
-    from .data import new_run_folder, check_name
+    from .records import new_run_folder, check_name
     if not name: return new_run_folder(runs_dir)
     try: check_name(name, '--name')  # one folder under runs_dir: never '../x' or '/abs/x', which `runs` would not list
     except ValueError as e: raise SystemExit(f"error: {e}") from None
@@ -125,7 +135,7 @@ PHANTOM_NOTE = 'phantom (nothing asked for: no data_root, no $CARDIAC_NVAE_DATA,
 
 def data_identity(params):
     "Which data a run reads and its fingerprint; a data folder asked for (parameter or `$CARDIAC_NVAE_DATA`) that is missing is an error."
-    from .data import DataError, data_fingerprint, shared_data_root
+    from .records import DataError, data_fingerprint, shared_data_root
     if params.get('data_root') and not Path(params['data_root']).is_dir():
         raise SystemExit(f"error: data_root {params['data_root']}: no such data folder")
     try: root = params.get('data_root') or shared_data_root()
@@ -144,7 +154,7 @@ def chapter_for_run(nb):
 
 def read_record(out):
     "The run's record.json as a dict ({} when there is none)."
-    from .data import read_record as _read
+    from .records import read_record as _read
     return _read(out, {})
 
 def pid_alive(pid):
@@ -305,11 +315,11 @@ def resume_run_dir(runs_dir, name, nb, params):
 def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True, resume=None, cwd=None):
     "Execute a chapter with papermill into `runs/<name>/` with a `record.json`; `resume=NAME` continues a killed run. Returns the folder."
     from . import __version__
-    from .data import project_commit
+    from .records import project_commit
     nb = find_notebook(notebook, titles=False)
     params = check_params(nb, dict(params or {}), cwd)
     if resume:
-        from .data import check_name
+        from .records import check_name
         try: check_name(resume, '--resume')
         except ValueError as e: raise SystemExit(f"error: {e}") from None
         out, old = resume_run_dir(runs_dir, resume, nb, params)
@@ -326,7 +336,7 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
                       **ident, python=platform.python_version())
     record.update(status='running', host=socket.gethostname(), pid=os.getpid(), started=dt.datetime.now().isoformat())
     if os.environ.get('SLURM_JOB_ID'): record['slurm_job_id'] = os.environ['SLURM_JOB_ID']
-    from .data import write_json, update_record
+    from .records import write_json, update_record
     try: write_json(out / 'record.json', record)
     except OSError:  # a full disk or read-only folder: a fresh folder without its record is no run; leave nothing behind
         if not resume and not any(out.iterdir()): out.rmdir()
@@ -451,7 +461,7 @@ def _headline(rec, n=3):
 
 def _safe_record(f):
     "(record, problem) of a record.json file: a malformed or unreadable one gives ({}, why) instead of breaking the caller."
-    from .data import record_problem
+    from .records import record_problem
     try: rec = json.loads(Path(f).read_text())
     except (OSError, ValueError) as e: return {}, f"unreadable record {f} ({' '.join(str(e).split())[:120]})"
     why = record_problem(rec)

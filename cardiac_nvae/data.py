@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #658b7ea6
 from __future__ import annotations
-import csv, gzip, hashlib, json, os, re, secrets, socket, subprocess, tempfile, time, warnings, zlib
+import csv, gzip, hashlib, json, os, re, tempfile, time, warnings, zlib
 from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,19 +16,19 @@ import torch
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
 
+from .records import DataError, shared_data_root, _source_files, atomic_write  # the light layer: no torch there
+
+
 # %% auto #0
 __all__ = ['CLASSES', 'STRUCTURES', 'MNMS_TO_ACDC', 'PREPROCESS_VERSION', 'MAX_VOXELS', 'META_COLUMNS', 'ACDC_INFO_KEYS',
-           'MNMS_PARTITIONS', 'SAFE_NAME', 'MAX_NAME', 'RECORD_FIELDS', 'STALE_TMP_SECONDS', 'SPLIT_SEED', 'SPEED_ENV',
-           'CLASS_COLOURS', 'DataError', 'read_nifti', 'as_label_map', 'Frame', 'read_frame', 'read_info_cfg',
-           'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms', 'heart_box', 'centre_box',
-           'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet', 'preprocess_frames',
-           'shared_data_root', 'cache_dir', 'show_path', 'data_fingerprint', 'project_commit', 'write_json', 'RunError',
-           'read_record', 'check_name', 'record_problem', 'update_record', 'new_run_folder', 'remove_stale_tmp',
-           'atomic_write', 'save_slices', 'read_slices', 'load_slices', 'packed_name', 'pack_slices', 'split_slices',
-           'seeded_subset', 'AcdcSplits', 'stratified_patients', 'split_identity', 'acdc_splits', 'MaskDataset',
-           'PairDataset', 'import_fastai', 'mask_dataloaders', 'segmentation_dataloaders', 'speed_defaults',
-           'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices', 'class_heatmaps',
-           'show_class_heatmaps', 'lv_enclosed_fraction']
+           'MNMS_PARTITIONS', 'SPLIT_SEED', 'SPEED_ENV', 'CLASS_COLOURS', 'read_nifti', 'as_label_map', 'Frame',
+           'read_frame', 'read_info_cfg', 'iter_acdc', 'load_acdc', 'read_mnms_table', 'iter_mnms', 'load_mnms',
+           'heart_box', 'centre_box', 'crop_resize', 'rescale_intensity', 'preprocess_frame', 'one_hot', 'SliceSet',
+           'preprocess_frames', 'cache_dir', 'show_path', 'save_slices', 'read_slices', 'load_slices', 'packed_name',
+           'pack_slices', 'split_slices', 'seeded_subset', 'AcdcSplits', 'stratified_patients', 'split_identity',
+           'acdc_splits', 'MaskDataset', 'PairDataset', 'import_fastai', 'mask_dataloaders', 'segmentation_dataloaders',
+           'speed_defaults', 'ResidentTensors', 'ResidentDataLoader', 'random_flips', 'mask_to_rgb', 'show_slices',
+           'class_heatmaps', 'show_class_heatmaps', 'lv_enclosed_fraction']
 
 # %% ../nbs/00_data.ipynb #d7accdf6
 CLASSES = ('BG', 'RV', 'MYO', 'LV')
@@ -36,8 +36,6 @@ STRUCTURES = ('RV', 'MYO', 'LV')
 MNMS_TO_ACDC = np.array([0, 3, 2, 1], dtype=np.uint8)  # index: M&Ms label, value: package label
 PREPROCESS_VERSION = 1  # bump when preprocessing changes, so that caches are rebuilt
 
-class DataError(ValueError):
-    "An input file that cannot be used; the message names the file and the problem."
 
 # %% ../nbs/00_data.ipynb #95f31fc4
 MAX_VOXELS = 2**31  # far above any cine MRI (M&Ms 4D volumes hold ~10^7 voxels); a header beyond it is forged or corrupt
@@ -357,20 +355,6 @@ def preprocess_frames(frames, size=128, margin=4, crop='heart', drop_empty_pairs
     return SliceSet(np.concatenate(imgs), np.concatenate(masks), pd.DataFrame(rows), dropped)
 
 # %% ../nbs/00_data.ipynb #7725ede6
-def shared_data_root():
-    "The real data folder (`$CARDIAC_NVAE_DATA`, where `phantom` means none; else `../shared/data` beside the project or the working folder), or None."
-    env = os.environ.get('CARDIAC_NVAE_DATA')
-    if env and env.lower() == 'phantom': return None  # run on the embedded phantom even where real data lie beside the project
-    if env:  # asked for: a missing folder is an error, never a silent fall back to the phantom
-        if not Path(env).is_dir(): raise DataError(f"$CARDIAC_NVAE_DATA={env}: no such data folder (unset it, or set it to 'phantom')")
-        return Path(env)
-    import cardiac_nvae  # search from the installed package, so that notebooks run from any folder agree
-    for base in (Path(cardiac_nvae.__file__).resolve().parent, Path.cwd()):
-        for p in (base, *base.parents):
-            cand = p.parent / 'shared' / 'data'
-            if (cand / 'acdc').exists(): return cand
-    return None
-
 def cache_dir():
     "Folder for preprocessed caches: `$CARDIAC_NVAE_CACHE`, else `~/.cache/cardiac_nvae`."
     d = Path(os.environ.get('CARDIAC_NVAE_CACHE') or Path.home() / '.cache' / 'cardiac_nvae')  # empty: the default, not '.'
@@ -399,130 +383,12 @@ def show_path(path, root=None):
     return best[1] if best[2] == Path('.') else f'{best[1]}/{best[2].as_posix()}'
 
 # %% ../nbs/00_data.ipynb #441ad143
-def _source_files(root):
-    root = Path(root)
-    return sorted(p for p in root.rglob('*') if p.is_file() and (p.name.endswith(('.nii.gz', '.nii', '.cfg', '.csv', '.slices.npz'))))  # .slices.npz: a packed root (pack_slices)
-
-def data_fingerprint(root):
-    "A short content-independent identity of a data folder: sha256 over the relative paths and sizes of its files."
-    root = Path(root)
-    h = hashlib.sha256()
-    for p in _source_files(root): h.update(f"{p.relative_to(root)}:{p.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
-
 def _cache_key(root, **params):
     root = Path(root).resolve()
     h = hashlib.sha256(json.dumps(dict(params, version=PREPROCESS_VERSION, root=str(root)), sort_keys=True).encode())
     for p in _source_files(root):
         st = p.stat(); h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
-
-# %% ../nbs/00_data.ipynb #f5656593
-def project_commit():
-    "Git commit of the checkout the package is installed from, with '-dirty' when tracked files differ; None outside git."
-    import cardiac_nvae
-    root = Path(cardiac_nvae.__file__).resolve().parents[1]
-    git = lambda *a: subprocess.run(['git', *a], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    try: return git('rev-parse', 'HEAD') + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
-    except (OSError, subprocess.SubprocessError): return None
-
-def write_json(path, obj):
-    "Write `obj` as JSON to `path` atomically: a temporary file renamed into place (run records, tables)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=1, default=str)
-    # one temporary name per writer: two processes writing the same record never rename each other's file
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}@{socket.gethostname()}.tmp")
-    try:
-        tmp.write_text(text); os.replace(tmp, path)
-    except OSError as e:  # a full disk or a read-only folder: name the file meant, not the temporary one
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    finally: tmp.unlink(missing_ok=True)
-    return path
-
-class RunError(FileNotFoundError):
-    "A run that cannot be found or read; the message names it."
-
-def read_record(run, default=RunError):
-    "The `record.json` of run folder `run`; errors name the file (with `default` given, a missing record returns it)."
-    f = Path(run) / 'record.json'
-    try: rec = json.loads(f.read_text())
-    except FileNotFoundError:
-        if default is not RunError: return default
-        raise RunError(f"{f}: no record: {run} is not a run folder") from None
-    except (ValueError, UnicodeDecodeError) as e: raise RunError(f"{f}: unreadable record ({e})") from None
-    if record_problem(rec): raise RunError(f"{f}: malformed record: {record_problem(rec)}")
-    return rec
-
-SAFE_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._=+,@-]*')
-MAX_NAME = 200  # a point's spec file adds '.yaml' and a lock '.lock': stay below the usual 255-byte limit
-
-def check_name(name, what='run name'):
-    "`name` if it is one safe path component (letters, digits, `._=+,@-`, no leading dot, at most `MAX_NAME`); else ValueError naming it."
-    name = str(name)
-    if len(name) > MAX_NAME or not SAFE_NAME.fullmatch(name) or '..' in name:
-        raise ValueError(f"{what} {name!r} is refused: use one folder name of letters, digits and ._=+,@- "
-                         f"(no '/', '..', leading dot or control character; at most {MAX_NAME} characters)")
-    return name
-
-RECORD_FIELDS = dict(status=str, chapter=str, notebook=str, params=dict, parameters=dict, metrics=dict)
-
-def record_problem(rec):
-    "Why a parsed record.json is malformed (not an object, or a field of the wrong type), or None when it is sound."
-    if not isinstance(rec, dict): return f"not a JSON object ({type(rec).__name__})"
-    bad = [f"{k} is {type(rec[k]).__name__}, not {t.__name__}" for k, t in RECORD_FIELDS.items() if k in rec and rec[k] is not None and not isinstance(rec[k], t)]
-    return '; '.join(bad) or None
-
-def update_record(run, **fields):
-    "Merge `fields` into the `record.json` of `run` (dict values one level deep), atomically; returns the record."
-    rec = read_record(run, {})
-    for k, v in fields.items(): rec[k] = {**rec[k], **v} if isinstance(v, dict) and isinstance(rec.get(k), dict) else v
-    write_json(Path(run) / 'record.json', rec)
-    return rec
-
-def new_run_folder(parent, stem=''):
-    "Create and return a new folder `parent/<stem>-<time>` (a suffix keeps it unique)."
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    for i in range(1000):
-        d = Path(parent) / ((f"{stem}-{stamp}" if stem else stamp) + (f'-{i}' if i else ''))
-        try: d.mkdir(parents=True); return d
-        except FileExistsError: continue
-    raise RunError(f"could not create a new run folder in {parent}")
-
-# %% ../nbs/00_data.ipynb #a6309955
-_TMP = re.compile(r'\.(\d+)-[0-9a-f]+@(.+)\.tmp$')  # <target>.<pid>-<token>@<host>.tmp
-STALE_TMP_SECONDS = 24 * 3600  # a temporary file untouched this long has no live writer, whatever its host
-
-def _pid_alive(pid):
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # another user's live process
-    return True
-
-def remove_stale_tmp(folder):
-    "Delete temporary files in `folder` left by killed writers; return their names."
-    host, now, gone = socket.gethostname(), time.time(), []
-    for p in Path(folder).glob('*.tmp*'):
-        if not p.name.endswith(('.tmp', '.tmp.npz')): continue
-        m = _TMP.search(p.name)
-        try: age = now - p.stat().st_mtime
-        except FileNotFoundError: continue
-        # older naming (`tmp*.tmp.npz`, `*.csv.tmp`, `*.pth*.tmp`) says nothing about its writer: only age tells
-        stale = (m and m.group(2) == host and not _pid_alive(int(m.group(1)))) or age > (STALE_TMP_SECONDS if m else 3600)
-        if stale and p.is_file():
-            p.unlink(missing_ok=True); gone.append(p.name)
-    return gone
-
-def atomic_write(path, write):
-    "Write `path` atomically: `write(f)` fills a binary file beside it, which is then renamed into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(path.parent)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}@{socket.gethostname()}.tmp")
-    try:
-        with open(tmp, 'xb') as f: write(f)  # 'x': a new file with the umask's mode
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
 
 # %% ../nbs/00_data.ipynb #f8e8e94e
 def save_slices(ss, path):

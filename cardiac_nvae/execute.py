@@ -26,7 +26,7 @@ def _texts(out):
 
 def _real_fingerprint():
     "The fingerprint of the real data beside the project, when it is there (a page that prints it shows real data)."
-    from .data import data_fingerprint
+    from .records import data_fingerprint
     cand = PROJECT_ROOT.parent / 'shared' / 'data'
     try: return data_fingerprint(cand) if (cand / 'acdc').exists() else None
     except Exception: return None

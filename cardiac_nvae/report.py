@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import record_problem
+from .records import record_problem
 from .metrics import welch_test
 
 # %% auto #0

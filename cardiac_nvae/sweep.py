@@ -30,7 +30,7 @@ class SpecError(ValueError):
 MAX_POINTS = 10_000  # a larger sweep is refused unless `max_points` (`--max-points`) allows it
 
 def _unsafe(name):
-    "Why `name` is no safe single folder name (cardiac_nvae.data.check_name's rule), or None."
+    "Why `name` is no safe single folder name (cardiac_nvae.records.check_name's rule), or None."
     ok = isinstance(name, str) and len(name) <= 200 and re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9._=+,@-]*', name) and '..' not in name
     return None if ok else (f"{name!r} is refused: use one folder name of letters, digits and ._=+,@- "
                             "(no '/', '..', leading dot or control character; at most 200 characters)")
@@ -186,7 +186,7 @@ def read_json(path, default=None):
 
 def write_manifest(spec, sweep_dir, max_points=MAX_POINTS):
     "Create or extend the sweep folder's manifest; refuse points whose parameters changed. Returns the points."
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     spec, sweep_dir = load_spec(spec), Path(sweep_dir)
     points = plan(spec, sweep_dir, max_points)
     old = {p['name']: p for p in (read_json(sweep_dir / 'sweep.json', {}) or {}).get('points', [])}
@@ -231,7 +231,7 @@ def read_run_record(run):
     try: rec = json.loads(f.read_text())
     except FileNotFoundError: return None, None
     except (OSError, ValueError) as e: return {}, f"{f}: unreadable record ({' '.join(str(e).split())[:200]})"
-    from cardiac_nvae.data import record_problem
+    from cardiac_nvae.records import record_problem
     why = record_problem(rec)
     return ({}, f"{f}: malformed record: {why}") if why else (rec, None)
 
@@ -260,7 +260,7 @@ def run_command(sweep_dir, point, resume=False):
 # %% ../nbs/08_sweeps.ipynb #1fb0a108
 def _note_sweep(run, sweep_dir, point):
     "Record in the run which sweep, stage and scale it belongs to (report reads it)."
-    from cardiac_nvae.data import write_json  # here, not at the top: `data` imports torch, seconds per worker start
+    from cardiac_nvae.records import write_json
     rec = read_json(run / 'record.json', {}) or {}
     m = read_json(Path(sweep_dir) / 'sweep.json', {})
     rec['sweep'] = dict(name=m.get('name'), stage=point['stage'], point=point['name'], scale=m.get('scale', 'quick'),
@@ -384,7 +384,7 @@ def slurm_executor(sweep_dir, job_name, opts, dependency=None):
 
 def submit_slurm(sweep_dir, names, opts, env=None):
     "Submit points as one job array per stage (later stages depend on earlier jobs); returns {name: job id}."
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     sweep_dir, pts = Path(sweep_dir), manifest_points(sweep_dir)
     jobs = read_json(sweep_dir / 'jobs.json', {}) or {}
     queue = slurm_queue(env)

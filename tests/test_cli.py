@@ -237,7 +237,7 @@ def test_failure_record_holds_type_message_and_full_traceback(tmp_path, toy):
 
 def test_runs_lists_status_key_parameters_and_metrics(tmp_path, capsys):
     "Records as the cli and a chapter's write_record leave them: a finished run, a live one, one whose process is gone."
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
     recs = {'a': dict(notebook='04_nvae.ipynb', chapter='04_nvae', status='done', parameters={'epochs': 2},
                       params={'epochs': 2, 'train_slices': 160, 'seed': 42}, metrics={'dice': 0.8123, 'pct_av': 97.5, 'note': 'x'}),

@@ -155,7 +155,7 @@ def test_unreadable_patient_folder_raises_data_error(acdc):
     try: r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
     finally: d.chmod(0o755)
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and last.startswith('cardiac_nvae.data.DataError:'), r.stderr[-2000:]
+    assert r.returncode == 1 and last.startswith('cardiac_nvae.records.DataError:'), r.stderr[-2000:]
     assert f"{d}: patient folder is unreadable" in last or f"{d / 'Info.cfg'}: Info.cfg is unreadable" in last, last
 
 

@@ -54,7 +54,7 @@ def test_1_a_run_name_resolves_against_the_given_runs_dir(tmp_path):
     work = tmp_path / 'elsewhere'; work.mkdir()
     # a decoy of the same name where the kernel used to look (the checkout's or the working folder's runs/)
     import torch
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     write_json(work / 'runs' / 'nvae' / 'record.json', {'chapter': '04_nvae', 'status': 'done', 'parameters': {'seed': 1}})
     torch.save({'model': torch.nn.Linear(2, 2).state_dict()}, work / 'runs' / 'nvae' / 'best.pth')
     assert cnv('run', nbs / '04_nvae.ipynb', '--name', 'nvae', '-p', 'seed', 2, '--runs-dir', 'exp', '--quiet', cwd=work)[0] == 0
@@ -159,7 +159,7 @@ def test_6_a_grid_axis_must_be_a_list(toy):
             load_spec({'name': 'sw', 'stages': [{'name': 'a', 'chapter': str(toy), 'grid': {'x': v}}]})
 
 def test_7_a_malformed_record_is_marked_and_the_rest_still_listed(tmp_path, toy, capsys):
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     runs = tmp_path / 'runs'
     write_json(runs / 'r1' / 'record.json', [])
     write_json(runs / 'r2' / 'record.json', {'chapter': 'toy', 'status': 'done', 'metrics': {'value': 1.0}})
@@ -187,7 +187,7 @@ def test_8_a_huge_grid_is_refused_at_once_and_planning_is_linear(tmp_path, toy):
     assert time.time() - t0 < 3, 'planning 16k points should take well under a second'
 
 WRITER = """import sys
-from cardiac_nvae.data import write_json
+from cardiac_nvae.records import write_json
 for i in range(300): write_json(sys.argv[1], {'writer': sys.argv[2], 'i': i})
 """
 
@@ -228,7 +228,7 @@ def test_low_malformed_last_pth_on_resume_names_the_file(tmp_path):
         new_learner(tmp_path).fit(2)
 
 def test_low_runs_lists_sweep_points_and_escapes_odd_names(tmp_path, toy, capsys):
-    from cardiac_nvae.data import write_json
+    from cardiac_nvae.records import write_json
     runs = tmp_path / 'runs'
     write_json(runs / 'solo' / 'record.json', {'chapter': 'toy', 'status': 'done'})
     write_json(runs / 'bad\nname' / 'record.json', {'chapter': 'toy', 'status': 'done'})

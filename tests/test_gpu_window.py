@@ -78,7 +78,8 @@ def test_stage_speed_turns_the_graph_on_only_where_it_won():
 
 
 def test_packed_slices_are_read_without_the_raw_files(tmp_path, monkeypatch):
-    from cardiac_nvae.data import SliceSet, pack_slices, load_slices, packed_name, data_fingerprint
+    from cardiac_nvae.data import SliceSet, pack_slices, load_slices, packed_name
+    from cardiac_nvae.records import data_fingerprint
     import cardiac_nvae.data as data, pandas as pd
     rng = np.random.default_rng(0)
     ss = SliceSet(rng.random((5, 8, 8), dtype=np.float32), rng.integers(0, 4, (5, 8, 8)).astype(np.uint8),
