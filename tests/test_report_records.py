@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cardiac_nvae import cli
-from cardiac_nvae.data import acdc_splits, read_record, update_record
+from cardiac_nvae.data import acdc_splits
+from cardiac_nvae.records import read_record, update_record
 from cardiac_nvae.metrics import welch_test
 from cardiac_nvae.phantom import phantom_data_root
 from cardiac_nvae.report import collect, report, table_rows
