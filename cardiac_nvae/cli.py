@@ -5,6 +5,9 @@ from pathlib import Path
 
 import yaml
 
+from .records import (DataError, check_name, data_fingerprint, new_run_folder, project_commit, read_record as _read,
+                      record_problem, shared_data_root, update_record, write_json)  # stdlib only: no torch in the command line
+
 # papermill -> nbformat -> jsonschema imports rfc3987_syntax when it is installed (jupyterlab brings it), only to check the
 # 'iri' string formats that no notebook schema uses; that import compiles ~40 grammars: 1.1 s of CPU in every command that
 # runs a notebook. Marked absent, jsonschema skips those two format checks (it imports it under suppress(ImportError)).
@@ -121,7 +124,6 @@ def check_params(nb, params, cwd=None):
 # ---------------------------------------------------------------- run folders and records
 def new_run_dir(runs_dir, name):
     "Create `runs_dir/name` (refusing to reuse an existing folder), or a fresh timestamped folder when `name` is None."
-    from .records import new_run_folder, check_name
     if not name: return new_run_folder(runs_dir)
     try: check_name(name, '--name')  # one folder under runs_dir: never '../x' or '/abs/x', which `runs` would not list
     except ValueError as e: raise SystemExit(f"error: {e}") from None
@@ -135,7 +137,6 @@ PHANTOM_NOTE = 'phantom (nothing asked for: no data_root, no $CARDIAC_NVAE_DATA,
 
 def data_identity(params):
     "Which data a run reads and its fingerprint; a data folder asked for (parameter or `$CARDIAC_NVAE_DATA`) that is missing is an error."
-    from .records import DataError, data_fingerprint, shared_data_root
     if params.get('data_root') and not Path(params['data_root']).is_dir():
         raise SystemExit(f"error: data_root {params['data_root']}: no such data folder")
     try: root = params.get('data_root') or shared_data_root()
@@ -154,7 +155,6 @@ def chapter_for_run(nb):
 
 def read_record(out):
     "The run's record.json as a dict ({} when there is none)."
-    from .records import read_record as _read
     return _read(out, {})
 
 def pid_alive(pid):
@@ -315,11 +315,9 @@ def resume_run_dir(runs_dir, name, nb, params):
 def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True, resume=None, cwd=None):
     "Execute a chapter with papermill into `runs/<name>/` with a `record.json`; `resume=NAME` continues a killed run. Returns the folder."
     from . import __version__
-    from .records import project_commit
     nb = find_notebook(notebook, titles=False)
     params = check_params(nb, dict(params or {}), cwd)
     if resume:
-        from .records import check_name
         try: check_name(resume, '--resume')
         except ValueError as e: raise SystemExit(f"error: {e}") from None
         out, old = resume_run_dir(runs_dir, resume, nb, params)
@@ -336,7 +334,6 @@ def run_chapter(notebook, params=None, name=None, runs_dir='runs', progress=True
                       **ident, python=platform.python_version())
     record.update(status='running', host=socket.gethostname(), pid=os.getpid(), started=dt.datetime.now().isoformat())
     if os.environ.get('SLURM_JOB_ID'): record['slurm_job_id'] = os.environ['SLURM_JOB_ID']
-    from .records import write_json, update_record
     try: write_json(out / 'record.json', record)
     except OSError:  # a full disk or read-only folder: a fresh folder without its record is no run; leave nothing behind
         if not resume and not any(out.iterdir()): out.rmdir()
@@ -461,7 +458,6 @@ def _headline(rec, n=3):
 
 def _safe_record(f):
     "(record, problem) of a record.json file: a malformed or unreadable one gives ({}, why) instead of breaking the caller."
-    from .records import record_problem
     try: rec = json.loads(Path(f).read_text())
     except (OSError, ValueError) as e: return {}, f"unreadable record {f} ({' '.join(str(e).split())[:120]})"
     why = record_problem(rec)
