@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib, getpass, hashlib, json, os, re, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
+from .records import data_fingerprint
+
 __all__ = ['PROJECT_ROOT', 'STATE', 'scan_notebook', 'scan_outputs', 'notebooks', 'execute_notebook', 'execute_all', 'status_lines']
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +28,6 @@ def _texts(out):
 
 def _real_fingerprint():
     "The fingerprint of the real data beside the project, when it is there (a page that prints it shows real data)."
-    from .records import data_fingerprint
     cand = PROJECT_ROOT.parent / 'shared' / 'data'
     try: return data_fingerprint(cand) if (cand / 'acdc').exists() else None
     except Exception: return None

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 import submitit
 
+from .records import record_problem, write_json
+
 # %% auto #0
 __all__ = ['STAGE_KEYS', 'SPEC_KEYS', 'MAX_POINTS', 'SEED_KEYS', 'STATES', 'SLURM_KEYS', 'TODO_STATES', 'TOY_CELLS', 'SpecError',
            'count_points', 'link_stages', 'load_spec', 'expand_stage', 'point_name', 'seed_of', 'plan', 'sweep_dir_of',
@@ -186,7 +188,6 @@ def read_json(path, default=None):
 
 def write_manifest(spec, sweep_dir, max_points=MAX_POINTS):
     "Create or extend the sweep folder's manifest; refuse points whose parameters changed. Returns the points."
-    from cardiac_nvae.records import write_json
     spec, sweep_dir = load_spec(spec), Path(sweep_dir)
     points = plan(spec, sweep_dir, max_points)
     old = {p['name']: p for p in (read_json(sweep_dir / 'sweep.json', {}) or {}).get('points', [])}
@@ -231,7 +232,6 @@ def read_run_record(run):
     try: rec = json.loads(f.read_text())
     except FileNotFoundError: return None, None
     except (OSError, ValueError) as e: return {}, f"{f}: unreadable record ({' '.join(str(e).split())[:200]})"
-    from cardiac_nvae.records import record_problem
     why = record_problem(rec)
     return ({}, f"{f}: malformed record: {why}") if why else (rec, None)
 
@@ -260,7 +260,6 @@ def run_command(sweep_dir, point, resume=False):
 # %% ../nbs/08_sweeps.ipynb #1fb0a108
 def _note_sweep(run, sweep_dir, point):
     "Record in the run which sweep, stage and scale it belongs to (report reads it)."
-    from cardiac_nvae.records import write_json
     rec = read_json(run / 'record.json', {}) or {}
     m = read_json(Path(sweep_dir) / 'sweep.json', {})
     rec['sweep'] = dict(name=m.get('name'), stage=point['stage'], point=point['name'], scale=m.get('scale', 'quick'),
@@ -384,7 +383,6 @@ def slurm_executor(sweep_dir, job_name, opts, dependency=None):
 
 def submit_slurm(sweep_dir, names, opts, env=None):
     "Submit points as one job array per stage (later stages depend on earlier jobs); returns {name: job id}."
-    from cardiac_nvae.records import write_json
     sweep_dir, pts = Path(sweep_dir), manifest_points(sweep_dir)
     jobs = read_json(sweep_dir / 'jobs.json', {}) or {}
     queue = slurm_queue(env)

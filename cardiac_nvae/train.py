@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .data import import_fastai
+from .records import (
+    RunError, atomic_write, data_fingerprint, new_run_folder, project_commit, read_record, update_record)
 import_fastai('fastai.learner', 'fastai.callback.schedule')  # quietly: see `import_fastai`
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException, CancelEpochException
@@ -112,7 +114,6 @@ def plain(obj):
 
 def save_checkpoint(obj, path):
     "Write `obj` (tensors, numbers, strings, lists, dicts) to `path` atomically; return the path."
-    from cardiac_nvae.records import atomic_write  # also removes temporaries of killed writers
     obj = plain(obj)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
@@ -225,7 +226,6 @@ class LossTermsLogger(Callback):
         if self.fname: self._write()
 
     def _write(self):
-        from cardiac_nvae.records import atomic_write
         atomic_write(self.fname, lambda f: f.write(self.df.to_csv(index=False).encode()))
 
     @property
@@ -749,7 +749,6 @@ def device_name(device=None):
 def write_record(path, params, metrics, data_root=None, **extra):
     "Merge parameters, metrics, versions, commit, device, data fingerprint and `extra` into `record.json` of folder `path`."
     import fastai, cardiac_nvae
-    from cardiac_nvae.records import data_fingerprint, project_commit
     rec = dict(params=plain_json(params), metrics=plain_json(metrics), time=time.strftime('%Y-%m-%dT%H:%M:%S'),
                git_commit=project_commit(), device=device_name(),
                versions=dict(cardiac_nvae=cardiac_nvae.__version__, torch=torch.__version__, fastai=fastai.__version__),
@@ -759,9 +758,6 @@ def write_record(path, params, metrics, data_root=None, **extra):
     return update_record(path, **rec)
 
 # %% ../nbs/03_train.ipynb #1db036d2
-# the record primitives live in `data`, so the command line reads records without importing fastai
-from .records import RunError, read_record, update_record, new_run_folder
-
 RUN_DIR_ENV = 'CARDIAC_NVAE_RUN_DIR'
 RUNS_DIR_ENV = 'CARDIAC_NVAE_RUNS_DIR'  # the runs folder `cardiac-nvae run --runs-dir` (or a sweep) was given
 
